@@ -1,0 +1,42 @@
+"""Batch collation for EgoClip/EgoMCQ items, including the temporal pairs the temporal loss uses."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import default_collate
+
+
+def temporal_pairs(video_uids: Sequence[str], narration_times, max_temporal_gap: float) -> torch.Tensor:
+    """Float ``[P, 3]`` rows ``(i, j, dt)``: every pair of batch positions ``i < j`` from the same video
+    whose narration times (seconds) differ by at most ``max_temporal_gap``; ``dt = t_j - t_i``.
+
+    Rows are ordered by ``i`` then ``j``.
+    """
+    times = torch.as_tensor(narration_times, dtype=torch.float64).reshape(-1)
+    if len(video_uids) != times.numel():
+        raise ValueError(f"{len(video_uids)} video uids but {times.numel()} narration times")
+    codes = {}
+    video = torch.tensor([codes.setdefault(uid, len(codes)) for uid in video_uids], dtype=torch.long)
+    dt = times.unsqueeze(0) - times.unsqueeze(1)
+    close = (video.unsqueeze(0) == video.unsqueeze(1)) & (dt.abs() <= max_temporal_gap)
+    i, j = torch.triu(close, diagonal=1).nonzero(as_tuple=True)
+    return torch.stack([i.double(), j.double(), dt[i, j]], dim=1).float()
+
+
+class EgoClipCollate:
+    """Collate dataset items into a batch dict (see the contract's batch layout).
+
+    Tensors (and dicts of tensors such as the multi-scale ``video``) are stacked, strings become lists,
+    numbers tensors; batches whose items carry ``meta.narration_time`` gain ``temporal_pairs`` ``[P, 3]``.
+    """
+
+    def __init__(self, max_temporal_gap: float = 2.0):
+        self.max_temporal_gap = float(max_temporal_gap)
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = default_collate(items)
+        meta = batch.get("meta")
+        if isinstance(meta, dict) and "narration_time" in meta and "video_uid" in meta:
+            batch["temporal_pairs"] = temporal_pairs(meta["video_uid"], meta["narration_time"], self.max_temporal_gap)
+        return batch
