@@ -46,7 +46,8 @@ INJECTED_ARGS = {
 }
 # Untyped sections: (expected JSON type, required).
 PLAIN_SECTIONS = {"name": (str, True), "metrics": (list, False), "trainer": (dict, True)}
-REQUIRED_TYPED = {"arch", "data_loader", "optimizer", "loss"}
+# Typed sections a config must have, by what the run does with it.
+REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader")}
 LIST_ALLOWED = {"data_loader", "valid_data_loader"}
 TRAINER_OPTIONS = "trainer.options.TrainerOptions"
 
@@ -156,15 +157,18 @@ def check_kwargs(kwargs: dict, params: dict, var_kw: bool, where: str, injected=
 
 
 # ----------------------------------------------------------------------------- validation
-def validate_config(config: dict, source: str = "<config>") -> None:
-    """Check a whole config before anything is built. Raises ConfigError naming ``source`` and the key."""
+def validate_config(config: dict, source: str = "<config>", purpose: str = "train") -> None:
+    """Check a whole config before anything is built. Raises ConfigError naming ``source`` and the key.
+
+    ``purpose`` ('train' or 'eval') selects the sections that must be present.
+    """
     try:
-        _validate(config)
+        _validate(config, REQUIRED_TYPED[purpose])
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def _validate(config: dict) -> None:
+def _validate(config: dict, required_sections) -> None:
     if not isinstance(config, dict):
         raise ConfigError(f"top level must be a JSON object, got {type(config).__name__}")
     valid_top = set(SECTION_MODULES) | set(PLAIN_SECTIONS)
@@ -177,7 +181,7 @@ def _validate(config: dict) -> None:
                 raise ConfigError(f"missing required key '{key}'")
         elif not isinstance(config[key], json_type):
             raise ConfigError(f"wrong type for '{key}': expected {json_type.__name__}, got {type(config[key]).__name__}")
-    for section in REQUIRED_TYPED:
+    for section in required_sections:
         if section not in config:
             raise ConfigError(f"missing required key '{section}'")
     for section in SECTION_MODULES:
@@ -300,8 +304,8 @@ class ConfigParser:
     """
 
     def __init__(self, config: dict, source: str = "<config>", resume: str | None = None,
-                 device: str = "auto", run_id: str | None = None):
-        validate_config(config, source)
+                 device: str = "auto", run_id: str | None = None, purpose: str = "train"):
+        validate_config(config, source, purpose)
         self.config, self.source, self.resume, self.device, self.run_id = config, source, resume, device, run_id
         self.run_dir: Path | None = None
 
@@ -323,9 +327,10 @@ class ConfigParser:
         return cls(raw, source=path, **kwargs)
 
     @classmethod
-    def from_args(cls, argv=None, description: str = "Multi-scale EgoVLP") -> "ConfigParser":
+    def from_args(cls, argv=None, description: str = "Multi-scale EgoVLP", purpose: str = "train") -> "ConfigParser":
         args = build_arg_parser(description).parse_args(argv)
-        return cls.from_file(args.config, overrides=args, resume=args.resume, device=args.device, run_id=args.run_id)
+        return cls.from_file(args.config, overrides=args, resume=args.resume, device=args.device,
+                             run_id=args.run_id, purpose=purpose)
 
     # -- access
     def __getitem__(self, key):
