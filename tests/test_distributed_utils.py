@@ -1,4 +1,5 @@
 """A single process without torchrun variables runs non-distributed, with no flags."""
+import pytest
 import torch
 
 from utils import distributed
@@ -20,9 +21,5 @@ def test_world_size_without_master_addr_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
-    try:
+    with pytest.raises(RuntimeError, match="MASTER_ADDR is not set; launch with torchrun"):
         distributed.init_distributed("cpu")
-    except RuntimeError as err:
-        assert "MASTER_ADDR is not set" in str(err)
-    else:
-        raise AssertionError("expected a RuntimeError")

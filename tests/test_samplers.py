@@ -95,4 +95,4 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="narration_time"):
         TemporalPairBatchSampler({"video_uid": ["a"]}, batch_size=1)
     with pytest.raises(ValueError, match="one batch"):
-        TemporalPairBatchSampler(make_metadata(n=20), batch_size=8, num_replicas=4, rank=0)
+        TemporalPairBatchSampler(make_metadata(n=20, videos=1), batch_size=8, num_replicas=4, rank=0)
