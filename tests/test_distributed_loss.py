@@ -56,9 +56,8 @@ def loss_and_grads(model, objective, batch):
     text, video = model(batch['text'], batch['video'])
     loss, _ = objective(text, video, batch['verb'], batch['noun'])
     loss.backward()
-    return loss.detach(), {name: p.grad.detach().clone() for name, p in model.module.named_parameters()} \
-        if isinstance(model, DistributedDataParallel) else \
-        {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    return loss.detach(), {name: p.grad.detach().clone() for name, p in module.named_parameters()}
 
 
 def rank_worker(rank, port, out_dir):
