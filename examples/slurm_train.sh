@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Multi-node multi-scale pretraining on SLURM: one torchrun per node, 8 GPUs each.
 #   sbatch --requeue examples/slurm_train.sh
-# A preempted job gets SIGTERM (or SIGUSR1 with --signal), writes latest.pth and exits; the requeued job
-# reuses the same run directory (--run-id $SLURM_JOB_ID) and auto-resumes from it.
+# Preemption or the time limit sends SIGTERM to torchrun, which passes it to the workers; they finish the
+# current step, write latest.pth and exit (torchrun allows them ~30 s). The requeued job reuses the same run
+# directory (--run-id $SLURM_JOB_ID) and auto-resumes from it. Launched without torchrun, the trainer also
+# treats SIGUSR1 as a request to checkpoint and stop.
 #SBATCH --job-name=ms-egovlp
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=64
 #SBATCH --time=48:00:00
-#SBATCH --signal=B:USR1@300
+#SBATCH --signal=TERM@300
 #SBATCH --output=slurm-%j.out
 set -euo pipefail
 
