@@ -50,7 +50,7 @@ def multi_positive_nce(sim, positives, temperature):
 class NormSoftmaxLoss(nn.Module):
     """Symmetric InfoNCE over a [N, N] cosine-similarity matrix (EgoVLP's NormSoftmaxLoss)."""
 
-    def __init__(self, temperature=0.05):
+    def __init__(self, temperature: float = 0.05):
         super().__init__()
         self.temperature = float(temperature)
 
@@ -69,7 +69,7 @@ class EgoNCE(nn.Module):
     [N, num_classes]; all-zero vectors share nothing.
     """
 
-    def __init__(self, temperature=0.05, noun=True, verb=True):
+    def __init__(self, temperature: float = 0.05, noun: bool = True, verb: bool = True):
         super().__init__()
         self.temperature = float(temperature)
         self.noun = bool(noun)
@@ -100,6 +100,13 @@ class EgoNCE(nn.Module):
         _check_square(sim)
         positives = self.positive_mask(sim.shape[0], verb_vec, noun_vec, device=sim.device)
         return multi_positive_nce(sim, positives, self.temperature if temperature is None else temperature)
+
+
+def _gather_tags(tag_vec, sizes, device):
+    """Global-batch float32 copy of a local multi-hot tag matrix [b, classes] (None stays None)."""
+    if tag_vec is None:
+        return None
+    return all_gather_tensor(tag_vec.to(device=device, dtype=torch.float32), sizes)
 
 
 def _build_from_dict(cls, args, option):
@@ -138,8 +145,9 @@ class MultiScaleEgoNCE(nn.Module):
     Everything is computed in float32 with autocast disabled, whatever the embeddings' dtype.
     """
 
-    def __init__(self, consistency_weight=0.1, temperature=0.05, temperature_schedule=None,
-                 noun=True, verb=True, temporal=None):
+    def __init__(self, consistency_weight: float = 0.1, temperature: float = 0.05,
+                 temperature_schedule: dict | None = None, noun: bool = True, verb: bool = True,
+                 temporal: dict | None = None):
         super().__init__()
         if consistency_weight < 0:
             raise ValueError(f"MultiScaleEgoNCE: consistency_weight must be >= 0, got {consistency_weight}")
@@ -176,9 +184,7 @@ class MultiScaleEgoNCE(nn.Module):
             sizes = gather_batch_sizes(video_embeds.shape[0], device)
             text = F.normalize(all_gather_with_grad(text_embeds, sizes).float(), dim=-1)
             video = F.normalize(all_gather_with_grad(video_embeds, sizes).float(), dim=-1)
-            verbs, nouns = (None if vec is None else all_gather_tensor(vec.to(device=device, dtype=torch.float32),
-                                                                       sizes)
-                            for vec in (verb_vec, noun_vec))
+            verbs, nouns = (_gather_tags(vec, sizes, device) for vec in (verb_vec, noun_vec))
             egonce = self.egonce(text @ video.t(), verbs, nouns, temperature=temperature)
 
             pairs = (torch.zeros((0, 2), dtype=torch.long, device=device) if temporal_pairs is None
@@ -218,6 +224,7 @@ EnhancedEgoNCEWithTemporal = MultiScaleEgoNCE
 class EgoNCEObjective(MultiScaleEgoNCE):
     """Baseline objective: ``MultiScaleEgoNCE`` without the temporal term."""
 
-    def __init__(self, temperature=0.05, temperature_schedule=None, noun=True, verb=True):
+    def __init__(self, temperature: float = 0.05, temperature_schedule: dict | None = None,
+                 noun: bool = True, verb: bool = True):
         super().__init__(consistency_weight=0.0, temperature=temperature,
                          temperature_schedule=temperature_schedule, noun=noun, verb=verb, temporal=None)

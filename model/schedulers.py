@@ -15,7 +15,7 @@ class CosineTemperatureScheduler:
     the schedule it started with.
     """
 
-    def __init__(self, initial_temp=0.1, final_temp=0.01, total_steps=50000):
+    def __init__(self, initial_temp: float = 0.1, final_temp: float = 0.01, total_steps: int = 50000):
         if initial_temp <= 0 or final_temp <= 0:
             raise ValueError(
                 f"CosineTemperatureScheduler: temperatures must be > 0, "

@@ -29,8 +29,8 @@ class TemporalConsistencyLoss(nn.Module):
             (v_i at scale s against v_j at scale s' for every ordered pair s != s', averaged).
     """
 
-    def __init__(self, lambda_start=0.1, lambda_end=0.3, max_time_gap=2.0, loss_type='cosine',
-                 temperature=0.1, embeddings='fused'):
+    def __init__(self, lambda_start: float = 0.1, lambda_end: float = 0.3, max_time_gap: float = 2.0,
+                 loss_type: str = 'cosine', temperature: float = 0.1, embeddings: str = 'fused'):
         super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"TemporalConsistencyLoss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
@@ -59,7 +59,7 @@ class TemporalConsistencyLoss(nn.Module):
 
         ``temporal_pairs``: tensor or sequence of (i, j, dt) rows, i and j batch positions.
         """
-        pairs = torch.as_tensor(temporal_pairs, dtype=torch.float64)
+        pairs = torch.as_tensor(temporal_pairs, dtype=torch.float32)
         if pairs.numel() == 0:
             return torch.zeros((0, 2), dtype=torch.long, device=device)
         if pairs.ndim != 2 or pairs.shape[1] != 3:

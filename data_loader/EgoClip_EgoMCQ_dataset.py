@@ -1,0 +1,247 @@
+"""EgoClip (training) and EgoMCQ (validation/test) datasets in EgoVLP's format (DESIGN.md §3).
+
+Train item: ``{'video': [T, 3, R, R], 'text': str, 'meta': {...}, 'verb_vec': [V], 'noun_vec': [N]}``
+(+ ``video_neg``/``text_neg``/``verb_vec_neg``/``noun_vec_neg`` with scene-aware negatives).
+Val/test item: ``{'video': [5, T, 3, R, R], 'text': query, 'correct': int, 'type': 1|2}``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_loader.metadata import ClipRow, MCQItem, load_egoclip, load_egomcq, load_taxonomy, multi_hot
+from data_loader.transforms import VideoTransform, frame_size, init_video_transform_dict
+from data_loader.video_reader import ChunkedVideoReader, VideoReadError
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILES = {"train": "egoclip.csv", "val": "egomcq.json", "test": "egomcq.json"}
+VIDEO_PARAM_DEFAULTS = {"input_res": 224, "num_frames": 4, "loading": "strict", "max_bad_fraction": 0.05,
+                        "scales": None, "short_clip_policy": "pad"}
+READER_DEFAULTS = {"backend": "decord", "chunk_len": None, "decode_size": None}
+DEFAULT_CHUNK_LEN = 600.0
+# 'lax' loading tolerates this many failed reads before judging the failed fraction.
+BAD_READ_GRACE = 10
+
+
+class MCQClipError(RuntimeError):
+    """An EgoMCQ clip could not be read; evaluation never substitutes clips. Names the item and the clip."""
+
+
+def _merge_params(given, defaults: dict, what: str) -> dict:
+    given = dict(given or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)}; valid keys: {sorted(defaults)}")
+    return {**defaults, **given}
+
+
+class EgoClip_EgoMCQ(Dataset):
+    """EgoClip narrated clips (``split='train'``) or EgoMCQ questions (``'val'``/``'test'``).
+
+    Args:
+        dataset_name: a label carried into log messages (EgoVLP: 'EgoClip').
+        text_params: EgoVLP text options, kept for the model side (``{'input': 'text'}``).
+        video_params: ``input_res`` (R), ``num_frames`` (T), ``loading`` ('strict' raises on a bad video;
+            'lax' replaces the training sample with a random other one), ``max_bad_fraction`` (lax gives up
+            when more than this fraction of reads fail), and for multi-scale ``scales`` and
+            ``short_clip_policy``.
+        data_dir: chunked videos ``<data_dir>/<video_uid>/<k>.mp4``.
+        meta_dir: ``egoclip.csv``, ``egomcq.json`` and optionally ``taxonomy.json``.
+        split: 'train' | 'val' | 'test'.
+        tsfms: a :class:`VideoTransform`; default: EgoVLP's transform for the split at ``input_res``.
+        reader: ``{'backend': 'decord'|'pyav', 'chunk_len': seconds, 'decode_size': ...}`` or a backend name;
+            ``chunk_len`` defaults to taxonomy.json's, else 600 s.
+        neg_param: seconds; if set, each training item also carries one clip from the same
+            ``narration_time // neg_param`` segment of the same video (EgoVLP's scene-aware negatives).
+    """
+
+    def __init__(self, dataset_name: str = "EgoClip", text_params: dict | None = None,
+                 video_params: dict | None = None, data_dir: str = "data/synthetic/videos",
+                 meta_dir: str = "data/synthetic/meta", split: str = "train", tsfms: VideoTransform | None = None,
+                 reader: dict | str | None = None, neg_param: float | None = None):
+        if split not in SPLIT_FILES:
+            raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
+        self.dataset_name, self.split = dataset_name, split
+        self.text_params = dict(text_params or {"input": "text"})
+        self.video_params = self._check_video_params(_merge_params(video_params, VIDEO_PARAM_DEFAULTS, "video_params"))
+        self.data_dir, self.meta_dir = data_dir, meta_dir
+        self.meta_path = os.path.join(meta_dir, SPLIT_FILES[split])
+        taxonomy = load_taxonomy(meta_dir)
+        self.verb_dim, self.noun_dim = taxonomy.num_verbs, taxonomy.num_nouns
+        reader_args = _merge_params({"backend": reader} if isinstance(reader, str) else reader,
+                                    READER_DEFAULTS, "reader")
+        if reader_args["chunk_len"] is None:
+            reader_args["chunk_len"] = taxonomy.chunk_len or DEFAULT_CHUNK_LEN
+        self.reader_args = reader_args
+        self.chunk_sec = float(reader_args["chunk_len"])
+        self.transforms = tsfms if tsfms is not None else init_video_transform_dict(self.video_params["input_res"])[split]
+        self.frame_sample = "rand" if split == "train" else "uniform"
+        self.neg_param = neg_param if split == "train" and neg_param else None
+        self._load_metadata()
+        self._reader = None
+        self.reads, self.bad_reads = 0, 0
+        self._logged_bad_files: set[str] = set()
+
+    # ------------------------------------------------------------------ setup
+    def _check_video_params(self, params: dict) -> dict:
+        if params["loading"] not in ("strict", "lax"):
+            raise ValueError(f"video_params.loading must be 'strict' or 'lax', got {params['loading']!r}")
+        if not 0.0 <= params["max_bad_fraction"] < 1.0:
+            raise ValueError(f"video_params.max_bad_fraction must be in [0, 1), got {params['max_bad_fraction']}")
+        if int(params["num_frames"]) < 1 or int(params["input_res"]) < 1:
+            raise ValueError(f"video_params num_frames and input_res must be positive, got {params}")
+        return params
+
+    def _load_metadata(self) -> None:
+        if not os.path.isfile(self.meta_path):
+            raise FileNotFoundError(f"{self.dataset_name} {self.split}: metadata file {self.meta_path} not found")
+        if self.split == "train":
+            table = load_egoclip(self.meta_path, self.verb_dim, self.noun_dim)
+            self.metadata, self.verb_ids, self.noun_ids = table.frame, table.verb_ids, table.noun_ids
+            self.num_skipped_rows = table.num_skipped
+            if self.neg_param:
+                self._build_segments()
+        else:
+            self.metadata: list[MCQItem] = load_egomcq(self.meta_path)
+            self.num_skipped_rows = 0
+
+    def _build_segments(self) -> None:
+        """Rows grouped by (video, ``narration_time // neg_param``): rows of segment s are
+        ``_segment_rows[_segment_offsets[s]:_segment_offsets[s + 1]]``."""
+        chunk = np.floor_divide(self.metadata["narration_time"].to_numpy(), self.neg_param)
+        keys = self.metadata["video_uid"].astype(str) + "_" + chunk.astype(str)
+        codes, uniques = keys.factorize()
+        self._segment_of_row = codes.astype(np.int64)
+        self._segment_rows = np.argsort(codes, kind="stable")
+        self._segment_offsets = np.searchsorted(codes[self._segment_rows], np.arange(len(uniques) + 1))
+
+    @property
+    def reader(self) -> ChunkedVideoReader:
+        """The video reader, opened lazily in the process that uses it (DataLoader workers)."""
+        if self._reader is None:
+            self._reader = ChunkedVideoReader(self.data_dir, chunk_len=self.chunk_sec,
+                                              backend=self.reader_args["backend"],
+                                              decode_size=self.reader_args["decode_size"])
+        return self._reader
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+    # ------------------------------------------------------------------ rows and paths
+    def _train_clip(self, index: int) -> ClipRow:
+        row = self.metadata.iloc[index]
+        return ClipRow(row.video_uid, float(row.clip_start), float(row.clip_end), float(row.narration_time),
+                       row.clip_text)
+
+    def _get_video_path(self, sample) -> tuple[list[str], list[float], float]:
+        """EgoVLP's (chunk paths of clip start and end, [start, end] seconds, end of the start chunk)."""
+        start, end = max(float(sample.clip_start), 0.0), max(float(sample.clip_end), 0.0)
+        first, last = int(start // self.chunk_sec), int(end // self.chunk_sec)
+        paths = [os.path.join(self.data_dir, sample.video_uid, f"{k}.mp4") for k in (first, last)]
+        return paths, [start, end], (first + 1) * self.chunk_sec
+
+    def _get_caption(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        """(narration, noun multi-hot [noun_dim], verb multi-hot [verb_dim]) of a training row."""
+        return (self.metadata["clip_text"].iat[index], multi_hot(self.noun_ids[index], self.noun_dim),
+                multi_hot(self.verb_ids[index], self.verb_dim))
+
+    # ------------------------------------------------------------------ video
+    def _get_video_frames(self, clip: ClipRow, rng: np.random.Generator) -> torch.Tensor:
+        """float ``[T, 3, R, R]``: ``num_frames`` frames of the clip, transformed."""
+        _, (start, end), _ = self._get_video_path(clip)
+        frames = self.reader.read_clip(clip.video_uid, start, end, num_frames=int(self.video_params["num_frames"]),
+                                       sample=self.frame_sample, rng=rng)
+        return self.transforms.apply(frames, self.transforms.sample_params(*frame_size(frames), rng))
+
+    def _get_video(self, clip: ClipRow, rng: np.random.Generator) -> dict:
+        """``{'video': ...}`` for one clip (multi-scale datasets add ``scale_mask``)."""
+        return {"video": self._get_video_frames(clip, rng)}
+
+    # ------------------------------------------------------------------ items
+    def _item_rng(self) -> np.random.Generator:
+        """A generator seeded from torch's RNG, which DataLoader seeds per worker from its base seed."""
+        return np.random.default_rng(int(torch.randint(0, 2 ** 62, ()).item()))
+
+    def _train_sample(self, index: int, rng: np.random.Generator) -> dict:
+        clip = self._train_clip(index)
+        text, noun_vec, verb_vec = self._get_caption(index)
+        item = {**self._get_video(clip, rng), "text": text,
+                "meta": {"video_uid": clip.video_uid, "clip_start": clip.clip_start, "clip_end": clip.clip_end,
+                         "narration_time": clip.narration_time, "index": index},
+                "verb_vec": verb_vec, "noun_vec": noun_vec}
+        if self.neg_param:
+            neg_index = self._scene_negative(index, rng)
+            neg = self._get_video(self._train_clip(neg_index), rng)
+            text_neg, noun_neg, verb_neg = self._get_caption(neg_index)
+            item.update({f"{k}_neg": v for k, v in neg.items()})
+            item.update(text_neg=text_neg, noun_vec_neg=noun_neg, verb_vec_neg=verb_neg)
+        return item
+
+    def _scene_negative(self, index: int, rng: np.random.Generator) -> int:
+        """Another row of the same video segment (the row itself when it is alone there)."""
+        seg = self._segment_of_row[index]
+        rows = self._segment_rows[self._segment_offsets[seg]:self._segment_offsets[seg + 1]]
+        if len(rows) == 1:
+            return index
+        pick = int(rng.integers(len(rows) - 1))
+        return int(rows[pick] if rows[pick] != index else rows[-1])
+
+    def _record_bad_read(self, index: int, err: VideoReadError) -> None:
+        self.bad_reads += 1
+        paths, _, _ = self._get_video_path(self._train_clip(index))
+        if paths[0] not in self._logged_bad_files:
+            self._logged_bad_files.add(paths[0])
+            logger.warning("%s: replacing unreadable training clip (row %d): %s", self.dataset_name, index, err)
+        if self.bad_reads > BAD_READ_GRACE and self.bad_reads > self.video_params["max_bad_fraction"] * self.reads:
+            raise RuntimeError(
+                f"{self.dataset_name}: {self.bad_reads} of {self.reads} video reads failed in this process, more than "
+                f"max_bad_fraction={self.video_params['max_bad_fraction']}; check data_dir {self.data_dir} "
+                f"(last error: {err})") from err
+
+    def _get_train_item(self, index: int) -> dict:
+        rng = self._item_rng()
+        while True:
+            self.reads += 1
+            try:
+                return self._train_sample(index, rng)
+            except VideoReadError as err:
+                if self.video_params["loading"] == "strict":
+                    raise
+                self._record_bad_read(index, err)
+                index = int(rng.integers(len(self.metadata)))
+
+    def _get_val_item(self, index: int) -> dict:
+        item = self.metadata[index]
+        rng = self._item_rng()
+        videos = []
+        for c, clip in enumerate(item.choices):
+            try:
+                videos.append(self._get_video(clip, rng))
+            except VideoReadError as err:
+                paths, secs, _ = self._get_video_path(clip)
+                raise MCQClipError(f"{self.meta_path} item {item.key} choice {c}: clip {clip.video_uid} "
+                                   f"[{secs[0]:.3f}, {secs[1]:.3f}] s in {paths} cannot be read: {err}") from err
+        stacked = {key: _stack([v[key] for v in videos]) for key in videos[0]}
+        return {**stacked, "text": item.query.clip_text, "correct": item.answer, "type": item.type}
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.split == "train":
+            return self._get_train_item(int(index))
+        return self._get_val_item(int(index))
+
+
+def _stack(values: list):
+    """Stack tensors, or dicts of tensors key by key, along a new first axis."""
+    if isinstance(values[0], dict):
+        return {k: torch.stack([v[k] for v in values]) for k in values[0]}
+    return torch.stack(values)

@@ -1,0 +1,208 @@
+"""Clip reading from EgoVLP's chunked layout ``data_dir/<video_uid>/<k>.mp4``.
+
+Chunk ``k`` covers seconds ``[k * chunk_len, (k + 1) * chunk_len)`` of the source video. Unlike
+EgoVLP (30 fps assumed, one frame early), the real fps of each file is read and seconds map to
+frames exactly (see :mod:`data_loader.frame_sampling`). A clip's frame indices are counted at the
+fps of the chunk holding the clip start; a frame past a chunk's end comes from the next chunk,
+a frame past the end of the video is clamped to the last frame, and a clip that starts after the
+end of the video is an error. Every failure raises :class:`VideoReadError` naming file and clip.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from data_loader.frame_sampling import (chunk_index, frame_in_chunk, sample_frame_indices,
+                                        sample_multiscale_indices, seconds_to_frame_range)
+from data_loader.video_backends import BACKENDS, DecodeSize, VideoReadError, open_video
+
+__all__ = ["ChunkedVideoReader", "VideoReadError"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_NAME = re.compile(r"^(\d+)\.mp4$")
+
+
+class _VideoChunks:
+    """The chunk files of one video opened during one read; each file is opened at most once."""
+
+    def __init__(self, reader: "ChunkedVideoReader", video_uid: str, clip: tuple):
+        self.reader, self.video_uid, self.clip = reader, video_uid, clip
+        self._files: dict[int, object] = {}
+
+    def path(self, chunk: int) -> str:
+        return self.reader.chunk_path(self.video_uid, chunk)
+
+    def get(self, chunk: int):
+        """The opened chunk file, or None when it does not exist."""
+        if chunk not in self._files:
+            path = self.path(chunk)
+            if not os.path.isfile(path):
+                return None
+            try:
+                self._files[chunk] = open_video(path, self.reader.backend, self.reader.decode_size,
+                                                self.reader.num_threads)
+            except VideoReadError as err:
+                raise VideoReadError(str(err), err.paths, self.clip) from err
+        return self._files[chunk]
+
+    def last_chunk(self) -> int:
+        """Highest chunk index on disk, -1 when the video folder is missing or empty."""
+        folder = os.path.join(self.reader.data_dir, self.video_uid)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return max((int(m.group(1)) for m in map(_CHUNK_NAME.match, names) if m), default=-1)
+
+    def require(self, chunk: int):
+        """The opened chunk file; a missing one raises (missing folder, hole, or past the end)."""
+        video = self.get(chunk)
+        if video is not None:
+            return video
+        last = self.last_chunk()
+        if last < 0:
+            reason = "video folder is missing or holds no chunks"
+        elif chunk > last:
+            reason = f"clip starts after the end of the video (last chunk is {last})"
+        else:
+            reason = "chunk file is missing"
+        raise VideoReadError(reason, [self.path(chunk)], self.clip)
+
+    def close(self) -> None:
+        for video in self._files.values():
+            video.close()
+        self._files.clear()
+
+
+class ChunkedVideoReader:
+    """Reads clips (seconds) of chunked videos as uint8 ``[T, H, W, 3]`` RGB tensors.
+
+    Args:
+        data_dir: folder holding ``<video_uid>/<k>.mp4``.
+        chunk_len: seconds per chunk (EgoVLP: 600).
+        backend: 'decord' (batch decoding, default) or 'pyav' (reference).
+        decode_size: None (native), int (short side) or ``(height, width)``: scale while decoding.
+        num_threads: decoder threads per file (1 suits DataLoader workers).
+    """
+
+    def __init__(self, data_dir: str, chunk_len: float = 600.0, backend: str = "decord",
+                 decode_size: DecodeSize = None, num_threads: int = 1):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")
+        if chunk_len <= 0:
+            raise ValueError(f"chunk_len must be positive, got {chunk_len}")
+        self.data_dir = str(data_dir)
+        self.chunk_len = float(chunk_len)
+        self.backend = backend
+        self.decode_size = tuple(decode_size) if isinstance(decode_size, (list, tuple)) else decode_size
+        self.num_threads = num_threads
+
+    def chunk_path(self, video_uid: str, chunk: int) -> str:
+        """Path of chunk ``chunk`` of ``video_uid``."""
+        return os.path.join(self.data_dir, video_uid, f"{chunk}.mp4")
+
+    def read_clip(self, video_uid: str, clip_start: float, clip_end: float, num_frames: int | None = None,
+                  scales: Sequence[int] | None = None, sample: str = "uniform",
+                  rng: np.random.Generator | None = None) -> torch.Tensor | dict[int, torch.Tensor]:
+        """Frames sampled from ``[clip_start, clip_end)`` seconds of ``video_uid``.
+
+        Exactly one of ``num_frames`` (-> uint8 ``[num_frames, H, W, 3]``) and ``scales``
+        (-> ``{scale: uint8 [scale, H, W, 3]}``, nested sampling, one decode of the union) is given.
+        ``sample``: 'uniform' (segment middles) or 'rand' (random frame per segment, from ``rng``).
+        """
+        if (num_frames is None) == (scales is None):
+            raise ValueError("give exactly one of num_frames and scales")
+        clip = (video_uid, float(clip_start), float(clip_end))
+        if not clip_end >= clip_start:
+            raise VideoReadError("clip end is before its start", clip=clip)
+        chunks = _VideoChunks(self, video_uid, clip)
+        try:
+            start = max(0.0, float(clip_start))
+            first = chunk_index(start, self.chunk_len)
+            fps = chunks.require(first).fps
+            start_frame, end_frame = seconds_to_frame_range(start, float(clip_end), fps)
+            self._check_starts_inside(chunks, start_frame / fps)
+            if scales is None:
+                wanted = {None: sample_frame_indices(num_frames, start_frame, end_frame, sample, rng)}
+            else:
+                wanted = sample_multiscale_indices(scales, start_frame, end_frame, sample, rng)
+            union = sorted({i for indices in wanted.values() for i in indices})
+            frames = self._decode_times(chunks, [i / fps for i in union], clamp=True)
+        finally:
+            chunks.close()
+        row = {frame_index: row for row, frame_index in enumerate(union)}
+        out = {key: torch.from_numpy(frames[[row[i] for i in indices]]) for key, indices in wanted.items()}
+        return out[None] if scales is None else out
+
+    def read_frames(self, video_uid: str, times_sec: Sequence[float]) -> torch.Tensor:
+        """The frame shown at each time (seconds), in the given order: uint8 ``[T, H, W, 3]``.
+
+        Times before 0 or after the end of the video raise :class:`VideoReadError`.
+        """
+        times = [float(t) for t in times_sec]
+        if not times:
+            raise ValueError("times_sec is empty")
+        clip = (video_uid, min(times), max(times))
+        if min(times) < 0:
+            raise VideoReadError("negative time", clip=clip)
+        chunks = _VideoChunks(self, video_uid, clip)
+        try:
+            return torch.from_numpy(self._decode_times(chunks, times, clamp=False))
+        finally:
+            chunks.close()
+
+    def _check_starts_inside(self, chunks: _VideoChunks, time_sec: float) -> None:
+        chunk = chunk_index(time_sec, self.chunk_len)
+        video = chunks.require(chunk)
+        if frame_in_chunk(time_sec, chunk, self.chunk_len, video.fps) >= video.num_frames \
+                and chunks.get(chunk + 1) is None:
+            raise VideoReadError(f"clip starts after the end of the video (chunk {chunk} holds "
+                                 f"{video.num_frames} frames)", [chunks.path(chunk)], chunks.clip)
+
+    def _locate(self, chunks: _VideoChunks, time_sec: float, clamp: bool) -> tuple[int, int]:
+        """``(chunk, frame in chunk)`` of the frame shown at ``time_sec``.
+
+        A frame index beyond a chunk's last frame (rounding in the chunker) is clamped when a later
+        chunk exists; past the end of the video it is clamped if ``clamp`` else an error.
+        """
+        chunk = chunk_index(time_sec, self.chunk_len)
+        video = chunks.get(chunk)
+        if video is None:
+            last = chunks.last_chunk()
+            if not clamp or last < 0 or last > chunk:
+                chunks.require(chunk)
+            video, chunk = chunks.require(last), last
+            return chunk, video.num_frames - 1
+        index = frame_in_chunk(time_sec, chunk, self.chunk_len, video.fps)
+        if index >= video.num_frames:
+            if not clamp and chunks.get(chunk + 1) is None:
+                raise VideoReadError(f"time {time_sec:.3f} s is after the end of the video",
+                                     [chunks.path(chunk)], chunks.clip)
+            index = video.num_frames - 1
+        return chunk, index
+
+    def _decode_times(self, chunks: _VideoChunks, times: Sequence[float], clamp: bool) -> np.ndarray:
+        """Frames at ``times`` (seconds), in order: one ``decode`` of the unique frames per chunk."""
+        located = [self._locate(chunks, t, clamp) for t in times]
+        per_chunk: dict[int, list[int]] = defaultdict(list)
+        for chunk, index in located:
+            per_chunk[chunk].append(index)
+        decoded: dict[tuple[int, int], np.ndarray] = {}
+        for chunk, indices in sorted(per_chunk.items()):
+            unique = sorted(set(indices))
+            video = chunks.get(chunk)
+            try:
+                batch = video.decode(unique)
+            except VideoReadError as err:
+                raise VideoReadError(str(err), err.paths, chunks.clip) from err
+            decoded.update({(chunk, i): frame for i, frame in zip(unique, batch)})
+        shapes = {decoded[key].shape for key in located}
+        if len(shapes) > 1:
+            raise VideoReadError(f"chunks decode to different frame sizes {sorted(shapes)}",
+                                 [chunks.path(c) for c in sorted(per_chunk)], chunks.clip)
+        logger.debug("decoded %d frames of %s from chunks %s", len(decoded), chunks.video_uid, sorted(per_chunk))
+        return np.stack([decoded[key] for key in located])
