@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 
+import av
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data_loader.frame_sampling import chunk_index, sample_multiscale_indices, seconds_to_frame_range
 from data_loader.metadata import ClipRow, MCQItem, load_egoclip, load_egomcq, load_taxonomy, multi_hot
 from data_loader.transforms import VideoTransform, frame_size, init_video_transform_dict
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
@@ -24,6 +26,7 @@ VIDEO_PARAM_DEFAULTS = {"input_res": 224, "num_frames": 4, "loading": "strict", 
                         "scales": None, "short_clip_policy": "pad"}
 READER_DEFAULTS = {"backend": "decord", "chunk_len": None, "decode_size": None}
 DEFAULT_CHUNK_LEN = 600.0
+SHORT_CLIP_POLICIES = ("pad", "skip")
 # 'lax' loading tolerates this many failed reads before judging the failed fraction.
 BAD_READ_GRACE = 10
 
@@ -84,6 +87,7 @@ class EgoClip_EgoMCQ(Dataset):
         self.neg_param = neg_param if split == "train" and neg_param else None
         self._load_metadata()
         self._reader = None
+        self._fps: dict[str, float] = {}
         self.reads, self.bad_reads = 0, 0
         self._logged_bad_files: set[str] = set()
 
@@ -95,6 +99,14 @@ class EgoClip_EgoMCQ(Dataset):
             raise ValueError(f"video_params.max_bad_fraction must be in [0, 1), got {params['max_bad_fraction']}")
         if int(params["num_frames"]) < 1 or int(params["input_res"]) < 1:
             raise ValueError(f"video_params num_frames and input_res must be positive, got {params}")
+        if params["short_clip_policy"] not in SHORT_CLIP_POLICIES:
+            raise ValueError(f"video_params.short_clip_policy must be one of {SHORT_CLIP_POLICIES}, "
+                             f"got {params['short_clip_policy']!r}")
+        scales = params["scales"]
+        if scales is not None:
+            if not scales or any(not isinstance(s, int) or s < 1 for s in scales) or len(set(scales)) != len(scales):
+                raise ValueError(f"video_params.scales must be distinct positive frame counts, got {scales}")
+            params["scales"] = sorted(scales)
         return params
 
     def _load_metadata(self) -> None:
@@ -160,6 +172,39 @@ class EgoClip_EgoMCQ(Dataset):
                                        sample=self.frame_sample, rng=rng)
         return self.transforms.apply(frames, self.transforms.sample_params(*frame_size(frames), rng))
 
+    def _clip_frame_count(self, video_uid: str, start: float, end: float) -> int:
+        """Number of distinct frames in ``[start, end)`` s, counted at the video's real fps (as the reader does)."""
+        fps = self._fps.get(video_uid)
+        if fps is None:
+            path = self.reader.chunk_path(video_uid, chunk_index(start, self.chunk_sec))
+            fps = self._fps[video_uid] = _probe_fps(path, (video_uid, start, end))
+        first, last = seconds_to_frame_range(start, end, fps)
+        return last - first
+
+    def _get_video_multiscale(self, clip: ClipRow, rng: np.random.Generator) -> tuple[dict, torch.Tensor]:
+        """(``{'frames_<s>': float [s, 3, R, R]}`` for every scale, ``scale_mask`` bool ``[num_scales]``).
+
+        One decode and one transform per clip: the finest scale's frames are read and transformed once
+        (one crop/flip) and every coarser scale is a nested subset of them (the reader's nested rule).
+        A clip with ``n`` distinct frames fewer than a scale ``s`` gets its ``n`` frames with the last
+        one repeated up to ``s``; with ``short_clip_policy='skip'`` such scales are also masked out
+        (the smallest scale is always kept).
+        """
+        scales = self.video_params["scales"]
+        if scales is None:
+            raise ValueError(f"{self.dataset_name}: multi-scale loading needs video_params.scales")
+        _, (start, end), _ = self._get_video_path(clip)
+        available = self._clip_frame_count(clip.video_uid, start, end)
+        base_count = min(available, scales[-1])
+        base = self.reader.read_clip(clip.video_uid, start, end, num_frames=base_count, sample=self.frame_sample,
+                                     rng=rng)
+        base = self.transforms.apply(base, self.transforms.sample_params(*frame_size(base), rng))
+        positions = _scale_positions(scales, base_count, self.frame_sample, rng)
+        frames = {f"frames_{s}": base[positions[s]] for s in scales}
+        usable = [s <= available or self.video_params["short_clip_policy"] == "pad" for s in scales]
+        usable[0] = True
+        return frames, torch.tensor(usable)
+
     def _get_video(self, clip: ClipRow, rng: np.random.Generator) -> dict:
         """``{'video': ...}`` for one clip (multi-scale datasets add ``scale_mask``)."""
         return {"video": self._get_video_frames(clip, rng)}
@@ -195,9 +240,9 @@ class EgoClip_EgoMCQ(Dataset):
 
     def _record_bad_read(self, index: int, err: VideoReadError) -> None:
         self.bad_reads += 1
-        paths, _, _ = self._get_video_path(self._train_clip(index))
-        if paths[0] not in self._logged_bad_files:
-            self._logged_bad_files.add(paths[0])
+        files = ", ".join(err.paths) or self._get_video_path(self._train_clip(index))[0][0]
+        if files not in self._logged_bad_files:
+            self._logged_bad_files.add(files)
             logger.warning("%s: replacing unreadable training clip (row %d): %s", self.dataset_name, index, err)
         if self.bad_reads > BAD_READ_GRACE and self.bad_reads > self.video_params["max_bad_fraction"] * self.reads:
             raise RuntimeError(
@@ -238,6 +283,30 @@ class EgoClip_EgoMCQ(Dataset):
         if self.split == "train":
             return self._get_train_item(int(index))
         return self._get_val_item(int(index))
+
+
+def _scale_positions(scales: list[int], base_count: int, mode: str, rng: np.random.Generator) -> dict[int, list[int]]:
+    """Positions of each scale's frames among ``base_count`` consecutive sampled frames.
+
+    Scales that fit are nested subsets (``sample_multiscale_indices`` over the positions, so the finest
+    fitting scale takes every frame); a larger scale takes every frame and repeats the last one.
+    """
+    fitting = sorted({s for s in scales if s <= base_count} | {base_count})
+    nested = sample_multiscale_indices(fitting, 0, base_count, mode, rng)
+    return {s: nested[s] if s <= base_count else list(range(base_count)) + [base_count - 1] * (s - base_count)
+            for s in scales}
+
+
+def _probe_fps(path: str, clip: tuple) -> float:
+    """Average frame rate of a video file from its header (no decoding)."""
+    try:
+        with av.open(path) as container:
+            rate = container.streams.video[0].average_rate
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        raise VideoReadError(f"cannot read the frame rate: {err}", [path], clip) from err
+    if not rate or rate <= 0:
+        raise VideoReadError("video has no frame rate", [path], clip)
+    return float(rate)
 
 
 def _stack(values: list):

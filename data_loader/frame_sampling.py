@@ -20,6 +20,11 @@ SAMPLE_MODES = ("rand", "uniform")
 TIME_TOLERANCE = 1e-6
 
 
+def time_to_frame(time_sec: float, fps: float) -> int:
+    """Index of the frame shown at ``time_sec`` (frame ``i`` covers ``[i / fps, (i + 1) / fps)``)."""
+    return math.floor((time_sec + TIME_TOLERANCE) * fps)
+
+
 def seconds_to_frame_range(start_sec: float, end_sec: float, fps: float) -> tuple[int, int]:
     """Frames ``[start_frame, end_frame)`` shown during ``[start_sec, end_sec)`` at ``fps``.
 
@@ -27,19 +32,24 @@ def seconds_to_frame_range(start_sec: float, end_sec: float, fps: float) -> tupl
     """
     if end_sec < start_sec:
         raise ValueError(f"clip end {end_sec} s is before its start {start_sec} s")
-    start_frame = max(0, math.floor((start_sec + TIME_TOLERANCE) * fps))
+    start_frame = max(0, time_to_frame(start_sec, fps))
     end_frame = math.ceil((end_sec - TIME_TOLERANCE) * fps)
     return start_frame, max(end_frame, start_frame + 1)
 
 
 def chunk_index(time_sec: float, chunk_len: float) -> int:
-    """Index ``k`` of the chunk whose interval ``[k * chunk_len, (k + 1) * chunk_len)`` holds ``time_sec``."""
+    """Index ``k`` of the chunk interval ``[k * chunk_len, (k + 1) * chunk_len)`` holding ``time_sec``."""
     return max(0, math.floor((time_sec + TIME_TOLERANCE) / chunk_len))
 
 
-def frame_in_chunk(time_sec: float, chunk: int, chunk_len: float, fps: float) -> int:
-    """Index, inside chunk ``chunk`` (frame 0 = first frame of the chunk), of the frame shown at ``time_sec``."""
-    return max(0, math.floor((time_sec - chunk * chunk_len + TIME_TOLERANCE) * fps))
+def chunk_of_frame(frame: int, fps: float, chunk_len: float) -> int:
+    """Chunk holding video frame ``frame``: the one whose interval holds the frame's start time."""
+    return chunk_index(frame / fps, chunk_len)
+
+
+def first_frame_of_chunk(chunk: int, fps: float, chunk_len: float) -> int:
+    """Video frame index of frame 0 of chunk ``chunk`` (the first frame starting at or after ``chunk * chunk_len``)."""
+    return max(0, math.ceil((chunk * chunk_len - TIME_TOLERANCE) * fps))
 
 
 def _segment_bounds(num_segments: int, start_frame: int, end_frame: int) -> list[tuple[int, int]]:

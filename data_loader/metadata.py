@@ -138,6 +138,15 @@ def _read_tsv(path: str) -> tuple[pd.DataFrame, list[int]]:
     return frame, bad_lines
 
 
+def _file_line(row: int, dropped_lines: list[int]) -> int:
+    """1-based line number in the file of parsed data row ``row`` (after the header and dropped lines)."""
+    line = row + 2
+    for dropped in sorted(dropped_lines):
+        if dropped <= line:
+            line += 1
+    return line
+
+
 def _parse_tag_column(cells: pd.Series, size: int) -> tuple[list, np.ndarray]:
     """Parsed ids per row (None where invalid or out of ``[0, size)``) and the validity mask."""
     parsed = {}
@@ -181,11 +190,10 @@ def load_egoclip(path: str, num_verbs: int = EGO4D_NUM_VERBS, num_nouns: int = E
     keep = ordered & tags_ok & has_uid
     skipped = {reason: n for reason, n in skipped.items() if n}
     if skipped:
-        first_bad = [int(i) + 2 for i in np.flatnonzero(~keep)[:5]]  # +2: header line, 1-based
-        detail = f"; lines with too many fields: {bad_lines[:5]}" if bad_lines else ""
-        logger.warning("%s: skipped %d of %d rows (%s); first skipped data lines: %s%s", path,
+        first_bad = sorted(bad_lines[:5] + [_file_line(int(r), bad_lines) for r in np.flatnonzero(~keep)[:5]])[:5]
+        logger.warning("%s: skipped %d of %d rows (%s); first skipped lines: %s", path,
                        sum(skipped.values()), len(frame) + len(bad_lines),
-                       ", ".join(f"{n} {reason}" for reason, n in skipped.items()), first_bad, detail)
+                       ", ".join(f"{n} {reason}" for reason, n in skipped.items()), first_bad)
     if not keep.any():
         raise ValueError(f"{path}: no valid EgoClip rows (skipped: {skipped or 'file is empty'})")
     rows = np.flatnonzero(keep)

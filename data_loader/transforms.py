@@ -1,8 +1,8 @@
 """Torch-only video transforms (no torchvision): EgoVLP's train and eval pipelines on uint8 clips.
 
 A transform draws its random parameters once per clip (:meth:`sample_params`) and applies them to every
-frame (:meth:`apply`), so all scales of a multi-scale sample are views of the same crop and flip
-(:meth:`apply_scales`). Input: uint8 ``[T, H, W, 3]`` or ``[T, 3, H, W]``; output: float ``[T, 3, R, R]``
+frame (:meth:`apply`); a multi-scale sample is transformed once at its finest scale and the coarser scales
+are subsets of those frames, so all scales share one crop and flip. Input: uint8 ``[T, H, W, 3]`` or ``[T, 3, H, W]``; output: float ``[T, 3, R, R]``
 normalised with ImageNet mean/std (pixel values first scaled to [0, 1]).
 """
 from __future__ import annotations
@@ -65,25 +65,26 @@ class VideoTransform(ABC):
         """Parameters for one clip whose frames are ``height × width``."""
 
     def apply(self, frames: torch.Tensor, params: CropParams) -> torch.Tensor:
-        """float ``[T, 3, R, R]`` from a uint8 clip, using ``params`` for every frame."""
+        """float ``[T, 3, R, R]`` from a uint8 clip, using ``params`` for every frame.
+
+        On CPU the resize runs on uint8 (antialiased bilinear, rounded to integers like torchvision's
+        uint8 path; about 20x faster than in float); elsewhere in float.
+        """
         clip = to_tchw(frames)
         _, _, height, width = clip.shape
         if params.top < 0 or params.left < 0 or params.top + params.height > height or params.left + params.width > width:
             raise ValueError(f"crop {params} does not fit frames of {height}x{width}")
-        clip = clip[:, :, params.top:params.top + params.height, params.left:params.left + params.width].float()
-        if (params.height, params.width) != (self.input_res, self.input_res):
-            clip = F.interpolate(clip, size=(self.input_res, self.input_res), mode="bilinear",
-                                 align_corners=False, antialias=True)
+        clip = clip[:, :, params.top:params.top + params.height, params.left:params.left + params.width]
         if params.flip:
             clip = clip.flip(-1)
-        return clip * self._scale - self._shift
-
-    def apply_scales(self, frames_by_scale: dict, params: CropParams) -> dict:
-        """:meth:`apply` to every clip of a ``{key: uint8 clip}`` dict in one call (same crop and flip)."""
-        keys = list(frames_by_scale)
-        clips = [to_tchw(frames_by_scale[k]) for k in keys]
-        out = self.apply(torch.cat(clips), params).split([c.shape[0] for c in clips])
-        return dict(zip(keys, out))
+        if (params.height, params.width) != (self.input_res, self.input_res):
+            if clip.device.type != "cpu":
+                clip = clip.float()
+            clip = F.interpolate(clip.contiguous(memory_format=torch.channels_last), size=(self.input_res,) * 2,
+                                 mode="bilinear", align_corners=False, antialias=True)
+        out = torch.empty(clip.shape, dtype=torch.float32, device=clip.device)
+        out.copy_(clip)
+        return out.mul_(self._scale.to(out.device)).sub_(self._shift.to(out.device))
 
     def __call__(self, frames: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         return self.apply(frames, self.sample_params(*frame_size(frames), rng))

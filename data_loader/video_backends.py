@@ -1,9 +1,9 @@
 """Decoding one video file: decord (default, batch decoding) and PyAV (fallback and reference).
 
 Both backends index frames the same way (position in presentation order, frame 0 first), read the
-real average frame rate of the file, and return identical RGB frames at native size (tested).
-With ``decode_size`` both scale while decoding with bilinear filtering; their outputs then differ
-by a few intensity levels (different swscale paths), never by frame.
+real average frame rate of the file, and return identical RGB frames (tested), also when scaling
+while decoding (``decode_size``): PyAV then runs the same libavfilter chain as decord
+(``scale=W:H:flags=bilinear,format=rgb24``).
 
 Decord pitfalls avoided here: one ``VideoReader`` per call (a cached reader is not fork-safe in
 DataLoader workers and holds decoder buffers), ``num_threads`` fixed (0 would spawn one thread per
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import logging
 import os
 from typing import Sequence
 
@@ -22,15 +23,18 @@ import numpy as np
 
 BACKENDS = ("decord", "pyav")
 
+logger = logging.getLogger(__name__)
+
 
 class VideoReadError(RuntimeError):
     """A video could not be read; the message names the file(s) and, when known, the clip.
 
-    Attributes: ``paths`` (tuple of file paths involved) and ``clip`` (``(video_uid, start_s, end_s)``
-    or None).
+    Attributes: ``reason`` (the message without file and clip), ``paths`` (tuple of file paths
+    involved) and ``clip`` (``(video_uid, start_s, end_s)`` or None).
     """
 
     def __init__(self, message: str, paths: Sequence[str] = (), clip: tuple | None = None):
+        self.reason = message
         self.paths = tuple(str(p) for p in paths)
         self.clip = clip
         details = []
@@ -85,16 +89,27 @@ def _stat_key(path: str) -> tuple[str, int, int]:
     return path, st.st_mtime_ns, st.st_size
 
 
+# Output widths at which decord 0.6 returns wrongly strided frames ("DECORDArrayCopyFromTo: The size
+# must exactly match"), found at run time (e.g. 16, 24, 48, 72 px); such files are decoded with PyAV.
+_DECORD_BAD_WIDTHS: set[int] = set()
+
+
 class DecordVideo:
-    """One file opened with decord. ``decode(indices)`` -> uint8 ``[N, H, W, 3]``."""
+    """One file opened with decord. ``decode(indices)`` -> uint8 ``[N, H, W, 3]``.
+
+    At an output width that decord cannot return (a decord bug), decoding falls back to PyAV,
+    which gives the same frames.
+    """
 
     def __init__(self, path: str, decode_size: DecodeSize = None, num_threads: int = 1):
         import decord
 
-        self.path = path
+        self.path, self._decode_size, self._num_threads = path, decode_size, num_threads
+        self._fallback: PyAVVideo | None = None
         try:
-            height, width = (-1, -1) if decode_size is None else scaled_size(*_probe(*_stat_key(path)), decode_size)
-            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height,
+            self._height, self._width = scaled_size(*_probe(*_stat_key(path)), decode_size)
+            size = (-1, -1) if decode_size is None else (self._height, self._width)
+            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[1], height=size[0],
                                               num_threads=num_threads)
             self.fps = float(self._reader.get_avg_fps())
             self.num_frames = len(self._reader)
@@ -107,13 +122,24 @@ class DecordVideo:
         """Frames at sorted, unique, in-range display positions ``indices``."""
         import decord
 
-        try:
-            return self._reader.get_batch(list(indices)).asnumpy()
-        except (decord.DECORDError, RuntimeError) as err:
-            raise VideoReadError(f"decord failed to decode frames {list(indices)}: {err}", [self.path]) from err
+        if self._width not in _DECORD_BAD_WIDTHS:
+            try:
+                return self._reader.get_batch(list(indices)).asnumpy()
+            except (decord.DECORDError, RuntimeError) as err:
+                if "size must exactly match" not in str(err):
+                    raise VideoReadError(f"decord failed to decode frames {list(indices)}: {err}",
+                                         [self.path]) from err
+                logger.warning("decord cannot return %d-pixel-wide frames; decoding such videos with PyAV",
+                               self._width)
+                _DECORD_BAD_WIDTHS.add(self._width)
+        if self._fallback is None:
+            self._fallback = PyAVVideo(self.path, self._decode_size, self._num_threads)
+        return self._fallback.decode(indices)
 
     def close(self) -> None:
         self._reader = None
+        if self._fallback is not None:
+            self._fallback.close()
 
 
 class PyAVVideo:
@@ -134,14 +160,23 @@ class PyAVVideo:
         if self.num_frames < 1 or self.fps <= 0 or not self._keyframes:
             self.close()
             raise VideoReadError(f"video has {self.num_frames} frames at {self.fps} fps", [path])
+        self._scaler = None if decode_size is None else self._scale_graph(decode_size)
+
+    def _scale_graph(self, decode_size: DecodeSize) -> av.filter.Graph:
+        """Filter graph scaling to ``decode_size`` and converting to RGB, as decord does."""
         ctx = self._stream.codec_context
-        self._size = None if decode_size is None else scaled_size(ctx.height, ctx.width, decode_size)
+        height, width = scaled_size(ctx.height, ctx.width, decode_size)
+        graph = av.filter.Graph()
+        graph.link_nodes(graph.add_buffer(template=self._stream),
+                         graph.add("scale", f"{width}:{height}:flags=bilinear"),
+                         graph.add("format", "rgb24"), graph.add("buffersink")).configure()
+        return graph
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        if self._size is None:
+        if self._scaler is None:
             return frame.to_ndarray(format="rgb24")
-        height, width = self._size
-        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+        self._scaler.push(frame)
+        return self._scaler.pull().to_ndarray()
 
     def _keyframe_before(self, index: int) -> int:
         return self._keyframes[max(0, bisect.bisect_right(self._keyframes, index) - 1)]

@@ -2,8 +2,8 @@
 
 Chunk ``k`` covers seconds ``[k * chunk_len, (k + 1) * chunk_len)`` of the source video. Unlike
 EgoVLP (30 fps assumed, one frame early), the real fps of each file is read and seconds map to
-frames exactly (see :mod:`data_loader.frame_sampling`). A clip's frame indices are counted at the
-fps of the chunk holding the clip start; a frame past a chunk's end comes from the next chunk,
+frames exactly (see :mod:`data_loader.frame_sampling`); the chunks of one video must share one
+frame rate (checked). A frame past a chunk's end comes from the next chunk,
 a frame past the end of the video is clamped to the last frame, and a clip that starts after the
 end of the video is an error. Every failure raises :class:`VideoReadError` naming file and clip.
 """
@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_loader.frame_sampling import (chunk_index, frame_in_chunk, sample_frame_indices,
-                                        sample_multiscale_indices, seconds_to_frame_range)
+from data_loader.frame_sampling import (chunk_index, chunk_of_frame, first_frame_of_chunk, sample_frame_indices,
+                                        sample_multiscale_indices, seconds_to_frame_range, time_to_frame)
 from data_loader.video_backends import BACKENDS, DecodeSize, VideoReadError, open_video
 
 __all__ = ["ChunkedVideoReader", "VideoReadError"]
@@ -35,6 +35,7 @@ class _VideoChunks:
     def __init__(self, reader: "ChunkedVideoReader", video_uid: str, clip: tuple):
         self.reader, self.video_uid, self.clip = reader, video_uid, clip
         self._files: dict[int, object] = {}
+        self._fps: float | None = None
 
     def path(self, chunk: int) -> str:
         return self.reader.chunk_path(self.video_uid, chunk)
@@ -49,7 +50,12 @@ class _VideoChunks:
                 self._files[chunk] = open_video(path, self.reader.backend, self.reader.decode_size,
                                                 self.reader.num_threads)
             except VideoReadError as err:
-                raise VideoReadError(str(err), err.paths, self.clip) from err
+                raise VideoReadError(err.reason, err.paths, self.clip) from err
+            fps = self._files[chunk].fps
+            if self._fps is not None and abs(fps - self._fps) > 1e-3 * self._fps:
+                raise VideoReadError(f"chunk has {fps:.4f} fps, other chunks of the video {self._fps:.4f}",
+                                     [path], self.clip)
+            self._fps = self._fps or fps
         return self._files[chunk]
 
     def last_chunk(self) -> int:
@@ -67,7 +73,7 @@ class _VideoChunks:
         if last < 0:
             reason = "video folder is missing or holds no chunks"
         elif chunk > last:
-            reason = f"clip starts after the end of the video (last chunk is {last})"
+            reason = f"past the end of the video (last chunk is {last})"
         else:
             reason = "chunk file is missing"
         raise VideoReadError(reason, [self.path(chunk)], self.clip)
@@ -122,16 +128,15 @@ class ChunkedVideoReader:
         chunks = _VideoChunks(self, video_uid, clip)
         try:
             start = max(0.0, float(clip_start))
-            first = chunk_index(start, self.chunk_len)
-            fps = chunks.require(first).fps
+            fps = chunks.require(chunk_index(start, self.chunk_len)).fps
             start_frame, end_frame = seconds_to_frame_range(start, float(clip_end), fps)
-            self._check_starts_inside(chunks, start_frame / fps)
+            self._locate(chunks, start_frame, fps, clamp=False)
             if scales is None:
                 wanted = {None: sample_frame_indices(num_frames, start_frame, end_frame, sample, rng)}
             else:
                 wanted = sample_multiscale_indices(scales, start_frame, end_frame, sample, rng)
             union = sorted({i for indices in wanted.values() for i in indices})
-            frames = self._decode_times(chunks, [i / fps for i in union], clamp=True)
+            frames = self._decode_frames(chunks, union, fps, clamp=True)
         finally:
             chunks.close()
         row = {frame_index: row for row, frame_index in enumerate(union)}
@@ -151,43 +156,36 @@ class ChunkedVideoReader:
             raise VideoReadError("negative time", clip=clip)
         chunks = _VideoChunks(self, video_uid, clip)
         try:
-            return torch.from_numpy(self._decode_times(chunks, times, clamp=False))
+            fps = chunks.require(chunk_index(times[0], self.chunk_len)).fps
+            return torch.from_numpy(self._decode_frames(chunks, [time_to_frame(t, fps) for t in times], fps,
+                                                        clamp=False))
         finally:
             chunks.close()
 
-    def _check_starts_inside(self, chunks: _VideoChunks, time_sec: float) -> None:
-        chunk = chunk_index(time_sec, self.chunk_len)
-        video = chunks.require(chunk)
-        if frame_in_chunk(time_sec, chunk, self.chunk_len, video.fps) >= video.num_frames \
-                and chunks.get(chunk + 1) is None:
-            raise VideoReadError(f"clip starts after the end of the video (chunk {chunk} holds "
-                                 f"{video.num_frames} frames)", [chunks.path(chunk)], chunks.clip)
+    def _locate(self, chunks: _VideoChunks, frame: int, fps: float, clamp: bool) -> tuple[int, int]:
+        """``(chunk, frame in chunk)`` of video frame ``frame`` (counted at ``fps``).
 
-    def _locate(self, chunks: _VideoChunks, time_sec: float, clamp: bool) -> tuple[int, int]:
-        """``(chunk, frame in chunk)`` of the frame shown at ``time_sec``.
-
-        A frame index beyond a chunk's last frame (rounding in the chunker) is clamped when a later
-        chunk exists; past the end of the video it is clamped if ``clamp`` else an error.
+        A frame beyond a chunk's last frame (rounding in the chunker) is clamped when a later chunk
+        exists; a frame past the end of the video is clamped if ``clamp`` else an error.
         """
-        chunk = chunk_index(time_sec, self.chunk_len)
+        chunk = chunk_of_frame(frame, fps, self.chunk_len)
         video = chunks.get(chunk)
         if video is None:
             last = chunks.last_chunk()
             if not clamp or last < 0 or last > chunk:
                 chunks.require(chunk)
-            video, chunk = chunks.require(last), last
-            return chunk, video.num_frames - 1
-        index = frame_in_chunk(time_sec, chunk, self.chunk_len, video.fps)
+            return last, chunks.require(last).num_frames - 1
+        index = frame - first_frame_of_chunk(chunk, fps, self.chunk_len)
         if index >= video.num_frames:
             if not clamp and chunks.get(chunk + 1) is None:
-                raise VideoReadError(f"time {time_sec:.3f} s is after the end of the video",
+                raise VideoReadError(f"frame {frame} ({frame / fps:.3f} s) is after the end of the video",
                                      [chunks.path(chunk)], chunks.clip)
             index = video.num_frames - 1
         return chunk, index
 
-    def _decode_times(self, chunks: _VideoChunks, times: Sequence[float], clamp: bool) -> np.ndarray:
-        """Frames at ``times`` (seconds), in order: one ``decode`` of the unique frames per chunk."""
-        located = [self._locate(chunks, t, clamp) for t in times]
+    def _decode_frames(self, chunks: _VideoChunks, frames: Sequence[int], fps: float, clamp: bool) -> np.ndarray:
+        """Video frames ``frames`` (counted at ``fps``), in order: one ``decode`` of the unique frames per chunk."""
+        located = [self._locate(chunks, frame, fps, clamp) for frame in frames]
         per_chunk: dict[int, list[int]] = defaultdict(list)
         for chunk, index in located:
             per_chunk[chunk].append(index)
@@ -198,7 +196,7 @@ class ChunkedVideoReader:
             try:
                 batch = video.decode(unique)
             except VideoReadError as err:
-                raise VideoReadError(str(err), err.paths, chunks.clip) from err
+                raise VideoReadError(err.reason, err.paths, chunks.clip) from err
             decoded.update({(chunk, i): frame for i, frame in zip(unique, batch)})
         shapes = {decoded[key].shape for key in located}
         if len(shapes) > 1:

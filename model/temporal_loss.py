@@ -120,6 +120,10 @@ class TemporalConsistencyLoss(nn.Module):
 
 
 def __getattr__(name):
+    """Lazy re-exports (``model.loss`` imports this module, so these cannot be imported at the top)."""
+    if name == 'TemporalPairBatchSampler':
+        from data_loader.samplers import TemporalPairBatchSampler
+        return TemporalPairBatchSampler
     if name == 'EnhancedEgoNCEWithTemporal':
         from model.loss import EnhancedEgoNCEWithTemporal
         return EnhancedEgoNCEWithTemporal

@@ -69,7 +69,7 @@ def test_train_params_reproducible_and_within_bounds():
     assert 60 < flips < 140
 
 
-def test_same_params_for_every_frame_and_every_scale():
+def test_same_params_for_every_frame():
     frame = random_clip(t=1)
     clip = frame.repeat(4, 1, 1, 1)
     tsfm = TrainVideoTransform(input_res=16)
@@ -77,10 +77,7 @@ def test_same_params_for_every_frame_and_every_scale():
     out = tsfm.apply(clip, params)
     for t in range(1, 4):
         torch.testing.assert_close(out[t], out[0], rtol=0, atol=0)
-    scales = tsfm.apply_scales({"frames_2": clip[:2], "frames_4": clip}, params)
-    assert scales["frames_2"].shape == (2, 3, 16, 16) and scales["frames_4"].shape == (4, 3, 16, 16)
-    torch.testing.assert_close(scales["frames_2"], out[:2], rtol=0, atol=1e-6)
-    torch.testing.assert_close(scales["frames_4"], out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(tsfm.apply(clip[:2], params), out[:2], rtol=0, atol=0)
 
 
 def test_fallback_crop_for_extreme_aspect():

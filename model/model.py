@@ -1,0 +1,243 @@
+"""FrozenInTime (EgoVLP's dual encoder) and its multi-scale extension.
+
+State-dict layout (EgoVLP's, so its checkpoints load): `video_model.*` (SpaceTimeTransformer),
+`text_model.*` (Hugging Face encoder), `txt_proj = Sequential(ReLU, Linear(text_dim, D))`,
+`vid_proj = Sequential(Linear(video_dim, D))`. The multi-scale models add only `fusion.*`, and keep
+ONE shared backbone at `video_model`, applied to each scale in turn.
+
+`video_params` keys: 'model' ('SpaceTimeTransformer'), 'arch_config' (a preset of
+model.presets), 'num_frames' (temporal_embed rows), 'pretrained' (false or the path of a timm ViT
+state dict), 'time_init', 'input_res' / 'img_size', the overrides 'embed_dim', 'depth',
+'num_heads', 'patch_size', 'mlp_ratio', and 'temporal_embed_mode', 'grad_checkpointing',
+'load_temporal_fix' ('zeros' | 'interpolate', for checkpoints with another temporal_embed length).
+EgoVLP's 'vit_init' and 'attention_style' ('frozen-in-time') are accepted.
+"""
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from model.checkpoint import load_vit_weights
+from model.checkpoint import load_weights as load_weights_into
+from model.fusion import ScaleFusion
+from model.presets import video_preset
+from model.text_encoder import (build_text_model, build_tokenizer, cls_embedding, text_embed_dim,
+                                validate_text_params)
+from model.video_transformer import SpaceTimeTransformer
+
+logger = logging.getLogger(__name__)
+
+VIDEO_PARAM_KEYS = ('model', 'arch_config', 'num_frames', 'pretrained', 'time_init', 'input_res', 'img_size',
+                    'embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'temporal_embed_mode',
+                    'grad_checkpointing', 'load_temporal_fix', 'vit_init', 'attention_style')
+ARCH_OVERRIDE_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio')
+
+
+def build_video_model(video_params):
+    """SpaceTimeTransformer for `video_params` (see module docstring), ViT-initialised if 'pretrained' names a file."""
+    unknown = sorted(set(video_params) - set(VIDEO_PARAM_KEYS))
+    if unknown:
+        raise ValueError(f"video_params: unknown keys {unknown}; allowed: {list(VIDEO_PARAM_KEYS)}")
+    if video_params.get('model', 'SpaceTimeTransformer') != 'SpaceTimeTransformer':
+        raise ValueError(f"video_params['model'] must be 'SpaceTimeTransformer', got {video_params['model']!r}")
+    if video_params.get('attention_style', 'frozen-in-time') != 'frozen-in-time':
+        raise ValueError("video_params['attention_style'] must be 'frozen-in-time'")
+    if 'img_size' in video_params and 'input_res' in video_params \
+            and video_params['img_size'] != video_params['input_res']:
+        raise ValueError(f"video_params: img_size {video_params['img_size']} != input_res {video_params['input_res']}")
+    arch = video_preset(video_params.get('arch_config', 'base_patch16_224'))
+    arch.update({key: video_params[key] for key in ARCH_OVERRIDE_KEYS if key in video_params})
+    arch['img_size'] = video_params.get('img_size', video_params.get('input_res', arch['img_size']))
+    model = SpaceTimeTransformer(
+        **arch, num_frames=video_params.get('num_frames', 4), time_init=video_params.get('time_init', 'zeros'),
+        temporal_embed_mode=video_params.get('temporal_embed_mode', 'first'),
+        grad_checkpointing=video_params.get('grad_checkpointing', False))
+    pretrained = video_params.get('pretrained', False)
+    if pretrained is True:
+        raise ValueError("video_params['pretrained'] must be false or the path of a timm ViT state dict "
+                         "(e.g. jx_vit_base_p16_224-80ecf9dd.pth)")
+    if pretrained:
+        load_vit_weights(model, pretrained)
+    return model
+
+
+def sim_matrix(a, b, eps=1e-8):
+    """Cosine similarities `[Na, Nb]` between rows of `a [Na, D]` and `b [Nb, D]`."""
+    a_norm = a / a.norm(dim=1, keepdim=True).clamp_min(eps)
+    b_norm = b / b.norm(dim=1, keepdim=True).clamp_min(eps)
+    return a_norm @ b_norm.transpose(0, 1)
+
+
+def _without_pretrained(params):
+    """Params that build random weights (a checkpoint about to be loaded overwrites them)."""
+    return {**params, 'pretrained': False}
+
+
+class FrozenInTime(nn.Module):
+    """EgoVLP's dual encoder: texts and videos -> `projection_dim` embeddings (not normalised).
+
+    `load_checkpoint`: a checkpoint (EgoVLP's, ours, or a bare state dict) loaded strictly; pretrained
+    ViT / text weights are then not loaded first, since the checkpoint replaces them.
+    """
+
+    # Parameter-name prefixes an EgoVLP checkpoint lacks and a strict load may leave missing.
+    NEW_PARAMETER_PREFIXES = ()
+
+    def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None):
+        super().__init__()
+        if projection != 'minimal':
+            raise ValueError(f"projection must be 'minimal', got {projection!r}")
+        if load_checkpoint:
+            video_params, text_params = _without_pretrained(video_params), _without_pretrained(text_params)
+        self.video_params = dict(video_params)
+        self.text_params = validate_text_params(text_params)
+        self.video_model = build_video_model(self.video_params)
+        self.text_model = build_text_model(self.text_params)
+        self.tokenizer = build_tokenizer(self.text_params, self.text_model)
+        self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(text_embed_dim(self.text_model), projection_dim))
+        self.vid_proj = nn.Sequential(nn.Linear(self.video_model.embed_dim, projection_dim))
+        if load_checkpoint:
+            self.load_weights(load_checkpoint)
+
+    def load_weights(self, source, strict=True):
+        """Load a checkpoint path or state dict (see model.checkpoint.load_weights); returns its LoadReport."""
+        return load_weights_into(self, source, strict=strict, allowed_missing=self.NEW_PARAMETER_PREFIXES,
+                                 temporal_embed_fix=self.video_params.get('load_temporal_fix', 'zeros'))
+
+    def tokenize(self, texts, device=None):
+        """`texts: list[str]` -> `{'input_ids', 'attention_mask'}` `[B, L]` on `device`."""
+        return self.tokenizer(texts, device)
+
+    def compute_text(self, tokens):
+        """Projected [CLS] text embeddings `[B, D]`."""
+        return self.txt_proj(cls_embedding(self.text_model, tokens))
+
+    def compute_video(self, video):
+        """Projected video embeddings `[B, D]` of `video [B, T, 3, R, R]`."""
+        return self.vid_proj(self.video_model(video))
+
+    def forward(self, data, return_embeds=True):
+        """`data = {'text': tokens, 'video': ...}` -> `(text_embeds, video_embeds)`, or their sim matrix."""
+        text_embeds = self.compute_text(data['text'])
+        video_embeds = self.compute_video(data['video'])
+        return (text_embeds, video_embeds) if return_embeds else sim_matrix(text_embeds, video_embeds)
+
+
+class MultiScaleEmbeddings(NamedTuple):
+    """Fused `[B, D]`, per-scale `{scale: [B, D]}` (scales computed), and fusion weights `[B, S]`."""
+
+    video_embeds: torch.Tensor
+    scale_embeds: dict
+    fusion_weights: torch.Tensor
+
+
+class MultiScaleVideoPath:
+    """Multi-scale video path shared by MultiScaleVideoEncoder and MultiScaleFrozenInTime (an nn.Module mixin).
+
+    Uses the module's `video_model` (one shared backbone, run once over all scales' tokens packed
+    together, see SpaceTimeTransformer.forward_videos), `vid_proj` and `fusion`. In eval mode
+    only `eval_scales` (when set) are encoded; the others get weight 0.
+    """
+
+    def _init_scales(self, scales, eval_scales, fusion_type, projection_dim):
+        scales = tuple(int(scale) for scale in scales)
+        if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
+            raise ValueError(f"scales must be distinct positive frame counts, got {scales}")
+        if eval_scales is not None:
+            eval_scales = tuple(int(scale) for scale in eval_scales)
+            if not eval_scales or not set(eval_scales) <= set(scales):
+                raise ValueError(f"eval_scales {eval_scales} must be a non-empty subset of scales {scales}")
+        self.scales = scales
+        self.eval_scales = eval_scales
+        self.fusion = ScaleFusion(len(scales), projection_dim, fusion_type)
+
+    def active_scales(self):
+        """Scales encoded in the current mode."""
+        if not self.training and self.eval_scales is not None:
+            return self.eval_scales
+        return self.scales
+
+    def get_fusion_weights(self):
+        """Softmax scale weights `[S]` (sample-independent part for attention fusion)."""
+        return self.fusion.get_fusion_weights()
+
+    def _scale_frames(self, frames, scale):
+        key = f'frames_{scale}'
+        if key not in frames:
+            raise KeyError(f"video frames dict has no '{key}'; it has {sorted(frames)}")
+        video = frames[key]
+        if video.dim() != 5 or video.shape[1] != scale:
+            raise ValueError(f"'{key}' must be [B, {scale}, 3, R, R], got shape {tuple(video.shape)}")
+        return video
+
+    def compute_video(self, frames, scale_mask=None, return_scales=False):
+        """Fused video embeddings `[B, D]` of `frames {'frames_<s>': [B, s, 3, R, R]}`.
+
+        `scale_mask [B, S]` bool marks usable scales per sample. With `return_scales`, returns
+        MultiScaleEmbeddings (fused, per-scale dict, weights `[B, S]`).
+        """
+        if not isinstance(frames, dict):
+            raise TypeError(f"multi-scale video input must be a dict of 'frames_<s>' tensors, got {type(frames).__name__}")
+        active = self.active_scales()
+        features = self.video_model.forward_videos([self._scale_frames(frames, scale) for scale in active])
+        projected = self.vid_proj(torch.stack(features, dim=1))
+        scale_embeds = dict(zip(active, projected.unbind(dim=1)))
+        reference = projected[:, 0]
+        stacked = torch.stack([scale_embeds.get(scale, reference.new_zeros(reference.shape)) for scale in self.scales],
+                              dim=1)
+        usable = torch.tensor([scale in scale_embeds for scale in self.scales], device=reference.device)
+        if scale_mask is not None:
+            if tuple(scale_mask.shape) != tuple(stacked.shape[:2]):
+                raise ValueError(f"scale_mask must be [B, S] = {tuple(stacked.shape[:2])}, got {tuple(scale_mask.shape)}")
+            usable = usable & scale_mask.to(device=reference.device, dtype=torch.bool)
+        fused, weights = self.fusion(stacked, usable)
+        if return_scales:
+            return MultiScaleEmbeddings(fused, scale_embeds, weights)
+        return fused
+
+
+class MultiScaleVideoEncoder(MultiScaleVideoPath, nn.Module):
+    """ONE shared SpaceTimeTransformer over each scale, projected and fused: frames dict -> `[B, projection_dim]`."""
+
+    def __init__(self, video_params, projection_dim=256, scales=(4, 8, 16), fusion_type='learned_weighted',
+                 eval_scales=None):
+        super().__init__()
+        self.video_model = build_video_model({'num_frames': max(scales), **video_params})
+        self.vid_proj = nn.Sequential(nn.Linear(self.video_model.embed_dim, projection_dim))
+        self._init_scales(scales, eval_scales, fusion_type, projection_dim)
+
+    def forward(self, frames, scale_mask=None, return_scales=False):
+        """See MultiScaleVideoPath.compute_video."""
+        return self.compute_video(frames, scale_mask=scale_mask, return_scales=return_scales)
+
+
+class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
+    """FrozenInTime whose video side is the multi-scale encoder; `data['video']` is the frames dict.
+
+    An EgoVLP checkpoint loads with only `fusion.*` new. `num_frames` defaults to the largest scale.
+    """
+
+    NEW_PARAMETER_PREFIXES = ('fusion.',)
+
+    def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None,
+                 scales=(4, 8, 16), fusion_type='learned_weighted', eval_scales=None):
+        video_params = {'num_frames': max(scales), **video_params}
+        if load_checkpoint:
+            video_params, text_params = _without_pretrained(video_params), _without_pretrained(text_params)
+        super().__init__(video_params, text_params, projection_dim=projection_dim, projection=projection)
+        self._init_scales(scales, eval_scales, fusion_type, projection_dim)
+        if load_checkpoint:
+            self.load_weights(load_checkpoint)
+
+    def forward(self, data, return_embeds=True):
+        """`data = {'text': tokens, 'video': frames dict, 'scale_mask'?: [B, S]}` -> embeds or sim matrix."""
+        text_embeds = self.compute_text(data['text'])
+        video_embeds = self.compute_video(data['video'], scale_mask=data.get('scale_mask'))
+        return (text_embeds, video_embeds) if return_embeds else sim_matrix(text_embeds, video_embeds)
+
+    def forward_with_scales(self, data):
+        """`{'text_embeds', 'video_embeds', 'scale_embeds': {s: [B, D]}, 'fusion_weights': [B, S]}`."""
+        video = self.compute_video(data['video'], scale_mask=data.get('scale_mask'), return_scales=True)
+        return {'text_embeds': self.compute_text(data['text']), 'video_embeds': video.video_embeds,
+                'scale_embeds': video.scale_embeds, 'fusion_weights': video.fusion_weights}

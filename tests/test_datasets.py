@@ -1,0 +1,350 @@
+import json
+import logging
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, MCQClipError
+from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
+from data_loader.data_loader import EgoClipDataLoader, MultiScaleEgoClipDataLoader
+from data_loader.metadata import (EGOCLIP_COLUMNS, load_egoclip, load_egomcq, load_taxonomy, parse_tag_list)
+from data_loader.samplers import TemporalPairBatchSampler
+from data_loader.transforms import EvalVideoTransform
+from data_loader.video_reader import ChunkedVideoReader, VideoReadError
+from utils.config import _signature_params, check_kwargs, ConfigError
+from utils.synthetic import generate
+
+RES = 32
+SCALES = [4, 8, 16]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(str(root), seed=0, num_videos=3, num_mcq_videos=5, clips_per_video=(4, 5), chunk_len=5.0, fps=10,
+             frame_size=32)
+    return {"data_dir": str(root / "videos"), "meta_dir": str(root / "meta"), "root": root}
+
+
+def dataset(synthetic, cls=EgoClip_EgoMCQ, split="train", video_params=None, **kwargs):
+    params = {"input_res": RES, "num_frames": 4} if cls is EgoClip_EgoMCQ else {"input_res": RES, "scales": SCALES}
+    params.update(video_params or {})
+    args = {"data_dir": synthetic["data_dir"], "meta_dir": synthetic["meta_dir"]}
+    args.update(kwargs)
+    return cls(video_params=params, split=split, **args)
+
+
+def egoclip_frame(synthetic):
+    return pd.read_csv(os.path.join(synthetic["meta_dir"], "egoclip.csv"), sep="\t")
+
+
+def with_csv(synthetic, tmp_path, frame):
+    """A meta dir holding ``frame`` as egoclip.csv next to the synthetic taxonomy."""
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    shutil.copy(os.path.join(synthetic["meta_dir"], "taxonomy.json"), meta)
+    frame.to_csv(meta / "egoclip.csv", sep="\t", index=False)
+    return str(meta)
+
+
+# ---------------------------------------------------------------- metadata
+def test_parse_tag_list_is_safe_and_strict():
+    assert parse_tag_list("[192, 115, 12]") == (192, 115, 12)
+    assert parse_tag_list("(1,)") == (1,) and parse_tag_list("[]") == () and parse_tag_list("7") == (7,)
+    for bad in ("__import__('os').getcwd()", "[1, x]", "[1.5]", "[-1]", "[True]", "{'a': 1}", "nan"):
+        with pytest.raises(ValueError):
+            parse_tag_list(bad)
+
+
+def test_malformed_csv_rows_are_skipped_and_counted(tmp_path, caplog):
+    rows = ["0\tv1\t100\tp\t0\t1.0\t0.5\t1.5\t#C C a\t[1]\t[2, 3]",
+            "1\tv1\t100\tp\t1\t2.0\t1.5\t2.5\t#C C b\t[0]\t[2]\textra field",
+            "2\tv1\t100\tp\t2\t3.0\t2.5\t3.5\t#C C c\t[1, x]\t[2]",
+            "3\tv1\t100\tp\t3\t4.0\t3.5\t4.5\t#C C d\t__import__('os').getcwd()\t[2]",
+            "4\tv1\t100\tp\t4\t5.0\t5.5\t4.5\t#C C e\t[1]\t[2]",
+            "5\tv1\t100\tp\t5\tabc\t5.5\t6.5\t#C C f\t[1]\t[2]",
+            "6\tv1\t100\tp\t6\t7.0\t6.5\t7.5\t#C C g\t[1]\t[999]",
+            "7\tv2\t100\tp\t0\t7.0\t-0.5\t7.5\t#C C h\t(1,)\t[]"]
+    path = tmp_path / "egoclip.csv"
+    path.write_text("\t".join(EGOCLIP_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="data_loader.metadata"):
+        table = load_egoclip(str(path), num_verbs=3, num_nouns=5)
+    assert table.skipped == {"malformed line": 1, "non-numeric time": 1, "clip_end < clip_start": 1, "bad tags": 3}
+    assert len(table) == 2 and table.num_skipped == 6
+    assert list(table.frame.video_uid) == ["v1", "v2"] and list(table.frame.clip_text) == ["#C C a", "#C C h"]
+    assert table.frame.clip_start.tolist() == [0.5, -0.5]
+    assert table.verb_ids[0].tolist() == [1] and table.noun_ids[0].tolist() == [2, 3] and table.noun_ids[1].size == 0
+    summaries = [r for r in caplog.records if "skipped 6 of 8 rows" in r.getMessage()]
+    assert len(summaries) == 1 and "[3, 4, 5, 6, 7]" in summaries[0].getMessage()
+
+
+def test_csv_errors_name_the_file(tmp_path):
+    comma = tmp_path / "comma.csv"
+    comma.write_text(",".join(EGOCLIP_COLUMNS) + "\n")
+    with pytest.raises(ValueError, match="comma.csv.*TAB-separated"):
+        load_egoclip(str(comma))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\t".join(EGOCLIP_COLUMNS) + "\n0\tv\t1\tp\t0\t1\t2\t1\tx\t[0]\t[0]\n")
+    with pytest.raises(ValueError, match="empty.csv: no valid EgoClip rows"):
+        load_egoclip(str(empty))
+
+
+def test_egomcq_errors_name_the_item(synthetic, tmp_path):
+    data = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())
+    items = load_egomcq(os.path.join(synthetic["meta_dir"], "egomcq.json"))
+    assert [i.key for i in items] == sorted(data, key=int) and all(len(i.choices) == 5 for i in items)
+    assert {i.type for i in items} == {1, 2}
+    data["1"]["answer"] = 5
+    bad = tmp_path / "egomcq.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="egomcq.json item 1: answer 5"):
+        load_egomcq(str(bad))
+
+
+def test_taxonomy_sizes(synthetic, tmp_path):
+    assert (load_taxonomy(synthetic["meta_dir"]).num_verbs, load_taxonomy(synthetic["meta_dir"]).num_nouns) == (10, 12)
+    assert (load_taxonomy(str(tmp_path)).num_verbs, load_taxonomy(str(tmp_path)).num_nouns) == (118, 582)
+
+
+# ---------------------------------------------------------------- single scale
+def test_train_item_matches_the_csv_row(synthetic):
+    ds = dataset(synthetic)
+    csv = egoclip_frame(synthetic)
+    assert len(ds) == len(csv)
+    item = ds[2]
+    row = csv.iloc[2]
+    assert set(item) == {"video", "text", "meta", "verb_vec", "noun_vec"}
+    assert item["video"].shape == (4, 3, RES, RES) and item["video"].dtype == torch.float32
+    assert item["text"] == row.clip_text
+    assert item["meta"] == {"video_uid": row.video_uid, "clip_start": row.clip_start, "clip_end": row.clip_end,
+                            "narration_time": row.narration_time, "index": 2}
+    assert item["verb_vec"].shape == (10,) and item["noun_vec"].shape == (12,)
+    assert item["verb_vec"].nonzero().flatten().tolist() == sorted(json.loads(row.tag_verb))
+    assert item["noun_vec"].nonzero().flatten().tolist() == sorted(json.loads(row.tag_noun))
+
+
+def test_val_item_has_five_choices_and_the_answer(synthetic):
+    ds = dataset(synthetic, split="val")
+    raw = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())
+    item = ds[1]
+    assert set(item) == {"video", "text", "correct", "type"}
+    assert item["video"].shape == (5, 4, 3, RES, RES)
+    assert item["text"] == raw["1"]["query"]["clip_text"]
+    assert item["correct"] == raw["1"]["answer"] and item["type"] == raw["1"]["types"]
+    # evaluation frames are deterministic: the reader's uniform frames through the eval transform
+    choice = raw["1"]["choices"]["2"]
+    reader = ChunkedVideoReader(synthetic["data_dir"], chunk_len=5.0)
+    frames = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
+                              num_frames=4, sample="uniform")
+    torch.testing.assert_close(item["video"][2], EvalVideoTransform(RES)(frames), rtol=0, atol=0)
+
+
+def test_scene_aware_negative_comes_from_the_same_segment(synthetic):
+    ds = dataset(synthetic, neg_param=10.0)
+    csv = egoclip_frame(synthetic)
+    for index in range(4):
+        item = ds[index]
+        assert {"video_neg", "text_neg", "noun_vec_neg", "verb_vec_neg"} <= set(item)
+        assert item["video_neg"].shape == (4, 3, RES, RES)
+        row = csv.iloc[index]
+        same_segment = csv[(csv.video_uid == row.video_uid)
+                           & (csv.narration_time // 10.0 == row.narration_time // 10.0)]
+        assert item["text_neg"] in set(same_segment.clip_text)
+        if len(same_segment) > 1:
+            assert item["text_neg"] != row.clip_text
+
+
+# ---------------------------------------------------------------- multi-scale
+def test_multiscale_train_item_shares_one_crop_across_scales(synthetic):
+    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ)
+    torch.manual_seed(0)
+    for index in range(3):
+        item = ds[index]
+        assert set(item["video"]) == {"frames_4", "frames_8", "frames_16"}
+        for s in SCALES:
+            assert item["video"][f"frames_{s}"].shape == (s, 3, RES, RES)
+        assert item["scale_mask"].tolist() == [True, True, True]
+        finest = item["video"]["frames_16"]
+        for s in (4, 8):
+            for frame in item["video"][f"frames_{s}"]:
+                assert any(torch.equal(frame, f) for f in finest), "coarse frame not among the finest scale's frames"
+
+
+def test_multiscale_val_item(synthetic):
+    item = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, split="val")[0]
+    assert {k: tuple(v.shape) for k, v in item["video"].items()} == {
+        f"frames_{s}": (5, s, 3, RES, RES) for s in SCALES}
+    assert item["scale_mask"].shape == (5, 3) and item["scale_mask"].all()
+    # uniform nested sampling: the middle frames of the 16-frame view are the 4-frame view
+    torch.testing.assert_close(item["video"]["frames_4"], item["video"]["frames_16"][:, [2, 6, 10, 14]],
+                               rtol=0, atol=0)
+    # and they are the reader's own nested multi-scale frames through the eval transform
+    choice = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())["0"]["choices"]["3"]
+    reader = ChunkedVideoReader(synthetic["data_dir"], chunk_len=5.0)
+    nested = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
+                              scales=SCALES, sample="uniform")
+    for s in SCALES:
+        torch.testing.assert_close(item["video"][f"frames_{s}"][3], EvalVideoTransform(RES)(nested[s]),
+                                   rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def short_clip_meta(synthetic, tmp_path):
+    """egoclip.csv with row 0 cut to 6 frames (0.6 s at 10 fps) and row 1 to 2 frames."""
+    frame = egoclip_frame(synthetic)
+    frame.loc[0, "clip_end"] = round(frame.loc[0, "clip_start"] + 0.6, 6)
+    frame.loc[1, "clip_end"] = round(frame.loc[1, "clip_start"] + 0.2, 6)
+    return with_csv(synthetic, tmp_path, frame)
+
+
+def test_short_clip_pad_repeats_the_last_frame(synthetic, short_clip_meta):
+    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
+                 video_params={"short_clip_policy": "pad"})
+    item = ds[0]
+    assert item["scale_mask"].tolist() == [True, True, True]
+    f16, f8 = item["video"]["frames_16"], item["video"]["frames_8"]
+    for t in range(6, 16):
+        assert torch.equal(f16[t], f16[5])
+    assert torch.equal(f8[:6], f16[:6]) and torch.equal(f8[6], f16[5]) and torch.equal(f8[7], f16[5])
+    assert not torch.equal(f16[0], f16[5])
+
+
+def test_short_clip_skip_masks_scales_it_cannot_fill(synthetic, short_clip_meta):
+    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
+                 video_params={"short_clip_policy": "skip"})
+    assert ds[0]["scale_mask"].tolist() == [True, False, False]
+    item = ds[1]  # 2 frames: even the smallest scale is short, and it is kept
+    assert item["scale_mask"].tolist() == [True, False, False]
+    assert item["video"]["frames_4"].shape == (4, 3, RES, RES)
+    assert torch.equal(item["video"]["frames_4"][2], item["video"]["frames_4"][1])
+    assert ds[2]["scale_mask"].tolist() == [True, True, True]
+
+
+# ---------------------------------------------------------------- bad videos
+@pytest.fixture
+def corrupted(synthetic, tmp_path):
+    """A copy of the videos with the chunk holding row 0's start overwritten by garbage."""
+    videos = tmp_path / "videos"
+    shutil.copytree(synthetic["data_dir"], videos)
+    row = egoclip_frame(synthetic).iloc[0]
+    path = videos / row.video_uid / f"{int(row.clip_start // 5.0)}.mp4"
+    path.write_bytes(b"\x00not an mp4" * 100)
+    return str(videos), str(path)
+
+
+def test_strict_loading_raises_naming_the_file(synthetic, corrupted):
+    videos, bad_path = corrupted
+    ds = dataset(synthetic, data_dir=videos, video_params={"loading": "strict"})
+    with pytest.raises(VideoReadError) as info:
+        ds[0]
+    assert bad_path in str(info.value)
+
+
+def test_lax_loading_replaces_counts_and_logs_once(synthetic, corrupted, caplog):
+    videos, bad_path = corrupted
+    ds = dataset(synthetic, data_dir=videos, video_params={"loading": "lax"})
+    row0 = egoclip_frame(synthetic).iloc[0]
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="data_loader.EgoClip_EgoMCQ_dataset"):
+        first = ds[0]
+        second = ds[0]
+    for item in (first, second):
+        assert item["meta"]["index"] != 0 and item["video"].shape == (4, 3, RES, RES)
+        assert not (item["meta"]["video_uid"] == row0.video_uid
+                    and int(item["meta"]["clip_start"] // 5.0) == int(row0.clip_start // 5.0))
+    assert ds.bad_reads >= 2
+    logged = [r for r in caplog.records if "replacing unreadable" in r.getMessage()]
+    assert len(logged) == 1 and bad_path in logged[0].getMessage()
+
+
+def test_lax_loading_gives_up_when_too_many_reads_fail(synthetic, tmp_path):
+    ds = dataset(synthetic, data_dir=str(tmp_path), video_params={"loading": "lax", "max_bad_fraction": 0.1})
+    with pytest.raises(RuntimeError, match="max_bad_fraction=0.1"):
+        ds[0]
+
+
+def test_missing_mcq_clip_is_an_error_naming_it(synthetic, tmp_path):
+    ds = dataset(synthetic, split="val", data_dir=str(tmp_path), video_params={"loading": "lax"})
+    with pytest.raises(MCQClipError, match=r"egomcq.json item 0 choice 0: clip \S+ \[[0-9.]+, [0-9.]+\] s"):
+        ds[0]
+
+
+# ---------------------------------------------------------------- loaders
+def test_dataset_pickles_after_reading(synthetic):
+    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ)
+    ds[0]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._reader is None and len(clone) == len(ds)
+
+
+def test_multiscale_loader_batches_follow_the_pair_sampler(synthetic):
+    loader = MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"],
+                                         video_params={"input_res": RES, "scales": SCALES}, batch_size=4,
+                                         num_workers=1, temporal_pair_ratio=0.5, max_temporal_gap=4.0, seed=3)
+    sampler = loader.batch_sampler
+    assert isinstance(sampler, TemporalPairBatchSampler) and len(loader) == len(sampler) > 0
+    loader.set_epoch(1)
+    expected = list(sampler)
+    batches = list(loader)
+    assert len(batches) == len(expected)
+    for batch, indices in zip(batches, expected):
+        assert batch["meta"]["index"].tolist() == indices
+        assert batch["video"]["frames_16"].shape == (4, 16, 3, RES, RES)
+        assert batch["scale_mask"].shape == (4, 3) and batch["verb_vec"].shape == (4, 10)
+        torch.testing.assert_close(batch["temporal_pairs"], sampler.pairs_for_batch(indices), rtol=0, atol=0)
+        members = set(batch["temporal_pairs"][:, :2].long().flatten().tolist())
+        assert len(members) >= 2
+
+
+def test_loader_is_reproducible_per_seed_and_epoch(synthetic):
+    def first_batch(seed):
+        loader = EgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"],
+                                   video_params={"input_res": RES, "num_frames": 4}, batch_size=3, num_workers=1,
+                                   seed=seed)
+        loader.set_epoch(2)
+        return next(iter(loader))
+    a, b, c = first_batch(5), first_batch(5), first_batch(6)
+    assert a["meta"]["index"].tolist() == b["meta"]["index"].tolist()
+    torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
+    assert a["meta"]["index"].tolist() != c["meta"]["index"].tolist() or not torch.equal(a["video"], c["video"])
+
+
+def test_val_loader_keeps_every_question_in_order(synthetic):
+    loader = MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"], split="val",
+                                         video_params={"input_res": RES, "scales": [2, 4]}, batch_size=16,
+                                         num_workers=0, shuffle=False)
+    batches = list(loader)
+    num_items = len(loader.dataset)
+    assert sum(len(b["text"]) for b in batches) == num_items
+    assert batches[0]["video"]["frames_4"].shape == (min(16, num_items), 5, 4, 3, RES, RES)
+    assert batches[0]["correct"].dtype == torch.long and "temporal_pairs" not in batches[0]
+    with pytest.raises(ValueError, match="temporal_pair sampler is for split 'train'"):
+        MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"], split="val",
+                                    sampler="temporal_pair", num_workers=0)
+
+
+def test_loader_args_validate_against_the_signature():
+    params, var_kw = _signature_params(MultiScaleEgoClipDataLoader)
+    assert not var_kw
+    good = {"data_dir": "d", "meta_dir": "m", "batch_size": 8, "num_workers": 2, "sampler": "temporal_pair",
+            "temporal_pair_ratio": 0.3, "max_temporal_gap": 2.0, "video_params": {"scales": [4, 8, 16]},
+            "reader": {"backend": "pyav", "chunk_len": 600}, "persistent_workers": True, "seed": 1}
+    check_kwargs(good, params, var_kw, "data_loader.args")
+    with pytest.raises(ConfigError, match="batch_sise"):
+        check_kwargs({"batch_sise": 8}, params, var_kw, "data_loader.args")
+    with pytest.raises(ConfigError, match="wrong type"):
+        check_kwargs({"batch_size": "8"}, params, var_kw, "data_loader.args")
+
+
+def test_bad_video_params_are_rejected(synthetic):
+    with pytest.raises(ValueError, match="unknown video_params keys \\['num_frame'\\]"):
+        dataset(synthetic, video_params={"num_frame": 4})
+    with pytest.raises(ValueError, match="loading"):
+        dataset(synthetic, video_params={"loading": "sloppy"})
+    with pytest.raises(ValueError, match="num_frames 8 must equal the largest scale 16"):
+        dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, video_params={"num_frames": 8})
