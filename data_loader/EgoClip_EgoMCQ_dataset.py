@@ -82,7 +82,9 @@ class EgoClip_EgoMCQ(Dataset):
             reader_args["chunk_len"] = taxonomy.chunk_len or DEFAULT_CHUNK_LEN
         self.reader_args = reader_args
         self.chunk_sec = float(reader_args["chunk_len"])
-        self.transforms = tsfms if tsfms is not None else init_video_transform_dict(self.video_params["input_res"])[split]
+        if tsfms is None:
+            tsfms = init_video_transform_dict(self.video_params["input_res"])[split]
+        self.transforms = tsfms
         self.frame_sample = "rand" if split == "train" else "uniform"
         self.neg_param = neg_param if split == "train" and neg_param else None
         self._load_metadata()
@@ -200,7 +202,8 @@ class EgoClip_EgoMCQ(Dataset):
                                      rng=rng)
         base = self.transforms.apply(base, self.transforms.sample_params(*frame_size(base), rng))
         positions = _scale_positions(scales, base_count, self.frame_sample, rng)
-        frames = {f"frames_{s}": base[positions[s]] for s in scales}
+        every_frame = list(range(base_count))
+        frames = {f"frames_{s}": base if positions[s] == every_frame else base[positions[s]] for s in scales}
         usable = [s <= available or self.video_params["short_clip_policy"] == "pad" for s in scales]
         usable[0] = True
         return frames, torch.tensor(usable)

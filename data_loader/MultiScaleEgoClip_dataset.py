@@ -30,15 +30,12 @@ class MultiScaleEgoClip_EgoMCQ(EgoClip_EgoMCQ):
         video_params = dict(video_params or {})
         if video_params.get("scales") is None:
             video_params["scales"] = list(DEFAULT_SCALES)
-        video_params.setdefault("num_frames", max(video_params["scales"], default=1))
+        finest = max(video_params["scales"], default=0)
+        video_params.setdefault("num_frames", finest)
+        if video_params["num_frames"] != finest:
+            raise ValueError(f"video_params.num_frames {video_params['num_frames']} must equal the largest "
+                             f"scale {finest} (or be left out)")
         super().__init__(dataset_name, text_params, video_params, data_dir, meta_dir, split, tsfms, reader, neg_param)
-        if self.video_params["num_frames"] != self.video_params["scales"][-1]:
-            raise ValueError(f"video_params.num_frames {self.video_params['num_frames']} must equal the largest "
-                             f"scale {self.video_params['scales'][-1]} (or be left out)")
-
-    @property
-    def scales(self) -> list[int]:
-        return list(self.video_params["scales"])
 
     def _get_video(self, clip: ClipRow, rng: np.random.Generator) -> dict:
         frames, scale_mask = self._get_video_multiscale(clip, rng)

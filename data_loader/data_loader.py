@@ -7,6 +7,8 @@ Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles and reseeds w
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -37,10 +39,11 @@ class _TextVideoDataLoader(DataLoader):
         :func:`init_video_transform_dict`, ``input_res`` defaults to ``video_params``'s) and ``tsfm_split``
         (which split's transform to use, default ``split``).
     Args (loading): ``batch_size`` per process; ``num_workers``; ``pin_memory`` (None: when CUDA is
-        available); ``persistent_workers`` (only with workers); ``prefetch_factor``; ``shuffle``; ``seed``
-        (sampling order and worker augmentation seeds); ``sampler`` (None: the class default for 'train',
-        'random' otherwise); ``temporal_pair_ratio`` / ``max_temporal_gap`` (seconds) for the pair sampler
-        and the ``temporal_pairs`` of each batch; ``drop_last`` (None: True for 'train').
+        available); ``persistent_workers`` (only with workers); ``prefetch_factor`` (only with workers);
+        ``seed`` (sampling order and worker augmentation seeds); ``sampler`` (None: the class default for
+        'train', 'random' otherwise); ``temporal_pair_ratio`` / ``max_temporal_gap`` (seconds) for the pair
+        sampler and the ``temporal_pairs`` of each batch; ``shuffle`` and ``drop_last`` (None: True for
+        'train') for the 'random' sampler (the pair sampler always shuffles and drops incomplete batches).
     """
 
     dataset_class = EgoClip_EgoMCQ
@@ -48,12 +51,13 @@ class _TextVideoDataLoader(DataLoader):
 
     def __init__(self, dataset_name: str = "EgoClip", text_params: dict | None = None,
                  video_params: dict | None = None, data_dir: str = "data/synthetic/videos",
-                 meta_dir: str = "data/synthetic/meta", split: str = "train", reader: dict | str | None = None,
-                 neg_param: float | None = None, tsfm_params: dict | None = None, tsfm_split: str | None = None,
-                 batch_size: int = 16, num_workers: int = 4, pin_memory: bool | None = None,
-                 persistent_workers: bool = False, prefetch_factor: int | None = None, shuffle: bool = True,
-                 seed: int = 0, sampler: str | None = None, temporal_pair_ratio: float = 0.3,
-                 max_temporal_gap: float = 2.0, drop_last: bool | None = None):
+                 meta_dir: str = "data/synthetic/meta", split: Literal["train", "val", "test"] = "train",
+                 reader: dict | str | None = None, neg_param: float | None = None, tsfm_params: dict | None = None,
+                 tsfm_split: str | None = None, batch_size: int = 16, num_workers: int = 4,
+                 pin_memory: bool | None = None, persistent_workers: bool = False, prefetch_factor: int | None = None,
+                 shuffle: bool = True, seed: int = 0,
+                 sampler: Literal["temporal_pair", "random", "distributed"] | None = None,
+                 temporal_pair_ratio: float = 0.3, max_temporal_gap: float = 2.0, drop_last: bool | None = None):
         sampler = sampler or (self.default_train_sampler if split == "train" else "random")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -86,7 +90,8 @@ class _TextVideoDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's sample order (same on every rank) and reseed worker augmentation (per rank)."""
-        (self.batch_sampler if isinstance(self.batch_sampler, TemporalPairBatchSampler) else self.sampler).set_epoch(epoch)
+        pair_batches = isinstance(self.batch_sampler, TemporalPairBatchSampler)
+        (self.batch_sampler if pair_batches else self.sampler).set_epoch(epoch)
         state = np.random.SeedSequence([self.seed, self.rank, int(epoch)]).generate_state(2, dtype=np.uint32)
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 

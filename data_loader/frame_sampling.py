@@ -66,7 +66,7 @@ def _segment_bounds(num_segments: int, start_frame: int, end_frame: int) -> list
     return [(lo, max(hi, lo + 1)) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
-def _pick(lo: int, hi: int, mode: str, rng: np.random.Generator) -> int:
+def _pick(lo: int, hi: int, mode: str, rng: np.random.Generator | None) -> int:
     """One frame of ``[lo, hi)``: uniformly random ('rand') or the middle ('uniform')."""
     if mode == "rand":
         return int(rng.integers(lo, hi))
@@ -88,7 +88,8 @@ def sample_frame_indices(num_frames: int, start_frame: int, end_frame: int, mode
     ``rng``: numpy Generator for 'rand' (a fresh OS-seeded one when None).
     """
     _check_mode(mode)
-    rng = rng if rng is not None else np.random.default_rng()
+    if mode == "rand" and rng is None:
+        rng = np.random.default_rng()
     return [_pick(lo, hi, mode, rng) for lo, hi in _segment_bounds(num_frames, start_frame, end_frame)]
 
 
@@ -105,7 +106,8 @@ def sample_multiscale_indices(scales: Sequence[int], start_frame: int, end_frame
     if not scales:
         raise ValueError("scales must not be empty")
     finest = max(scales)
-    rng = rng if rng is not None else np.random.default_rng()
+    if mode == "rand" and rng is None:
+        rng = np.random.default_rng()
     fine = sample_frame_indices(finest, start_frame, end_frame, mode, rng)
     result = {}
     for scale in sorted(set(scales)):

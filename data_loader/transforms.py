@@ -2,8 +2,9 @@
 
 A transform draws its random parameters once per clip (:meth:`sample_params`) and applies them to every
 frame (:meth:`apply`); a multi-scale sample is transformed once at its finest scale and the coarser scales
-are subsets of those frames, so all scales share one crop and flip. Input: uint8 ``[T, H, W, 3]`` or ``[T, 3, H, W]``; output: float ``[T, 3, R, R]``
-normalised with ImageNet mean/std (pixel values first scaled to [0, 1]).
+are subsets of those frames, so all scales share one crop and flip.
+Input: uint8 ``[T, H, W, 3]`` or ``[T, 3, H, W]``; output: float ``[T, 3, R, R]`` normalised with
+ImageNet mean/std (pixel values first scaled to [0, 1]).
 """
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ class VideoTransform(ABC):
 
     def __init__(self, input_res: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.input_res = int(input_res)
-        std_255 = torch.tensor(std, dtype=torch.float32) * 255.0
-        self._scale = (1.0 / std_255).view(1, 3, 1, 1)
-        self._shift = (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, 3, 1, 1)
+        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+        self._shift = (mean / std).view(1, 3, 1, 1)
 
     @abstractmethod
     def sample_params(self, height: int, width: int, rng: np.random.Generator | None = None) -> CropParams:
@@ -72,9 +73,10 @@ class VideoTransform(ABC):
         """
         clip = to_tchw(frames)
         _, _, height, width = clip.shape
-        if params.top < 0 or params.left < 0 or params.top + params.height > height or params.left + params.width > width:
+        bottom, right = params.top + params.height, params.left + params.width
+        if params.top < 0 or params.left < 0 or bottom > height or right > width:
             raise ValueError(f"crop {params} does not fit frames of {height}x{width}")
-        clip = clip[:, :, params.top:params.top + params.height, params.left:params.left + params.width]
+        clip = clip[:, :, params.top:bottom, params.left:right]
         if params.flip:
             clip = clip.flip(-1)
         if (params.height, params.width) != (self.input_res, self.input_res):

@@ -117,7 +117,8 @@ class ChunkedVideoReader:
         """Frames sampled from ``[clip_start, clip_end)`` seconds of ``video_uid``.
 
         Exactly one of ``num_frames`` (-> uint8 ``[num_frames, H, W, 3]``) and ``scales``
-        (-> ``{scale: uint8 [scale, H, W, 3]}``, nested sampling, one decode of the union) is given.
+        (-> ``{scale: uint8 [scale, H, W, 3]}``, nested sampling, one decode of the union; the scales'
+        tensors may be views of one buffer) is given.
         ``sample``: 'uniform' (segment middles) or 'rand' (random frame per segment, from ``rng``).
         """
         if (num_frames is None) == (scales is None):
@@ -140,7 +141,7 @@ class ChunkedVideoReader:
         finally:
             chunks.close()
         row = {frame_index: row for row, frame_index in enumerate(union)}
-        out = {key: torch.from_numpy(frames[[row[i] for i in indices]]) for key, indices in wanted.items()}
+        out = {key: torch.from_numpy(_take(frames, [row[i] for i in indices])) for key, indices in wanted.items()}
         return out[None] if scales is None else out
 
     def read_frames(self, video_uid: str, times_sec: Sequence[float]) -> torch.Tensor:
@@ -189,18 +190,27 @@ class ChunkedVideoReader:
         per_chunk: dict[int, list[int]] = defaultdict(list)
         for chunk, index in located:
             per_chunk[chunk].append(index)
-        decoded: dict[tuple[int, int], np.ndarray] = {}
+        batches, row = [], {}
         for chunk, indices in sorted(per_chunk.items()):
             unique = sorted(set(indices))
-            video = chunks.get(chunk)
             try:
-                batch = video.decode(unique)
+                batches.append(chunks.get(chunk).decode(unique))
             except VideoReadError as err:
                 raise VideoReadError(err.reason, err.paths, chunks.clip) from err
-            decoded.update({(chunk, i): frame for i, frame in zip(unique, batch)})
-        shapes = {decoded[key].shape for key in located}
+            row.update({(chunk, i): len(row) + j for j, i in enumerate(unique)})
+        shapes = sorted({batch.shape[1:] for batch in batches})
         if len(shapes) > 1:
-            raise VideoReadError(f"chunks decode to different frame sizes {sorted(shapes)}",
+            raise VideoReadError(f"chunks decode to different frame sizes {shapes}",
                                  [chunks.path(c) for c in sorted(per_chunk)], chunks.clip)
-        logger.debug("decoded %d frames of %s from chunks %s", len(decoded), chunks.video_uid, sorted(per_chunk))
-        return np.stack([decoded[key] for key in located])
+        logger.debug("decoded %d frames of %s from chunks %s", len(row), chunks.video_uid, sorted(per_chunk))
+        decoded = batches[0] if len(batches) == 1 else np.concatenate(batches)
+        return _take(decoded, [row[key] for key in located])
+
+
+def _take(frames: np.ndarray, rows: list[int]) -> np.ndarray:
+    """``frames[rows]``, as a view (no copy) when ``rows`` is an arithmetic progression, e.g. all rows
+    in order or every 4th: multi-scale outputs may share memory."""
+    step = rows[1] - rows[0] if len(rows) > 1 else 1
+    if step > 0 and rows == list(range(rows[0], rows[0] + step * len(rows), step)):
+        return frames[rows[0]: rows[-1] + 1: step]
+    return frames[rows]

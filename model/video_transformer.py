@@ -79,20 +79,18 @@ class DividedAttention(nn.Module):
 
     def forward(self, x, segments, per_frame):
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))
-        outputs, start = [], 0
-        for num_frames in segments:
-            length = 1 + num_frames * per_frame
-            outputs.append(self._attend(qkv[:, start:start + length], num_frames, per_frame))
-            start += length
+        lengths = [1 + num_frames * per_frame for num_frames in segments]
+        outputs = [self._attend(video_qkv, num_frames, per_frame)
+                   for video_qkv, num_frames in zip(qkv.split(lengths, dim=1), segments)]
         return self.proj(outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1))
 
     def _attend(self, qkv, num_frames, per_frame):
         """One video's attention: `qkv [B, 1 + T*N, 3, H, d]` -> `[B, 1 + T*N, H*d]`."""
         batch, length, _, heads, head_dim = qkv.shape
-        cls = qkv[:, :1]
-        cls_out = F.scaled_dot_product_attention(
-            cls[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2))
-        patches = qkv[:, 1:].unflatten(1, (num_frames, per_frame))
+        cls, patches = qkv.split([1, length - 1], dim=1)
+        _, k_all, v_all = qkv.transpose(1, 3).unbind(dim=2)  # [B, H, L, d] each
+        cls_out = F.scaled_dot_product_attention(cls[:, :, 0].transpose(1, 2), k_all, v_all)
+        patches = patches.unflatten(1, (num_frames, per_frame))
         if self.axis == 'time':
             patches = patches.transpose(1, 2)  # groups are patch positions, sequences run over frames
         groups, seq = patches.shape[1:3]

@@ -4,7 +4,6 @@ import os
 import pickle
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -339,6 +338,8 @@ def test_loader_args_validate_against_the_signature():
         check_kwargs({"batch_sise": 8}, params, var_kw, "data_loader.args")
     with pytest.raises(ConfigError, match="wrong type"):
         check_kwargs({"batch_size": "8"}, params, var_kw, "data_loader.args")
+    with pytest.raises(ConfigError, match="sampler"):
+        check_kwargs({"sampler": "temporal"}, params, var_kw, "data_loader.args")
 
 
 def test_bad_video_params_are_rejected(synthetic):
@@ -348,3 +349,37 @@ def test_bad_video_params_are_rejected(synthetic):
         dataset(synthetic, video_params={"loading": "sloppy"})
     with pytest.raises(ValueError, match="num_frames 8 must equal the largest scale 16"):
         dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, video_params={"num_frames": 8})
+
+
+def _ddp_loader_worker(rank: int, world: int, port: int, data_dir: str, meta_dir: str, out_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        loader = MultiScaleEgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
+                                             video_params={"input_res": 16, "scales": [2, 4]},
+                                             temporal_pair_ratio=0.5, max_temporal_gap=4.0)
+        random_loader = EgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
+                                          video_params={"input_res": 16, "num_frames": 2})
+        loader.set_epoch(1)
+        random_loader.set_epoch(1)
+        result = {"pairs": list(loader.batch_sampler), "random": [i for b in random_loader.batch_sampler for i in b],
+                  "rank": loader.rank, "world": loader.world_size}
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(result, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_loaders_shard_by_torch_distributed_rank(synthetic, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_loader_worker, args=(2, port, synthetic["data_dir"], synthetic["meta_dir"],
+                                                          str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert len(ranks[0]["pairs"]) == len(ranks[1]["pairs"]) > 0
+    assert not {i for b in ranks[0]["pairs"] for i in b} & {i for b in ranks[1]["pairs"] for i in b}
+    assert len(ranks[0]["random"]) == len(ranks[1]["random"]) > 0
+    assert not set(ranks[0]["random"]) & set(ranks[1]["random"])
