@@ -3,9 +3,9 @@
 Chunk ``k`` covers seconds ``[k * chunk_len, (k + 1) * chunk_len)`` of the source video. Unlike
 EgoVLP (30 fps assumed, one frame early), the real fps of each file is read and seconds map to
 frames exactly (see :mod:`data_loader.frame_sampling`); the chunks of one video must share one
-frame rate (checked). A frame past a chunk's end comes from the next chunk,
-a frame past the end of the video is clamped to the last frame, and a clip that starts after the
-end of the video is an error. Every failure raises :class:`VideoReadError` naming file and clip.
+frame rate (checked). A frame past a chunk's end comes from the next chunk, a frame past the end
+of the video is clamped to the last frame, and a clip that starts after the end of the video is an
+error. Every failure raises :class:`VideoReadError` naming file and clip.
 """
 from __future__ import annotations
 
@@ -197,7 +197,8 @@ class ChunkedVideoReader:
                 batches.append(chunks.get(chunk).decode(unique))
             except VideoReadError as err:
                 raise VideoReadError(err.reason, err.paths, chunks.clip) from err
-            row.update({(chunk, i): len(row) + j for j, i in enumerate(unique)})
+            offset = len(row)
+            row.update({(chunk, i): offset + j for j, i in enumerate(unique)})
         shapes = sorted({batch.shape[1:] for batch in batches})
         if len(shapes) > 1:
             raise VideoReadError(f"chunks decode to different frame sizes {shapes}",

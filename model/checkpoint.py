@@ -83,18 +83,17 @@ def _numpy_safe_globals():
     """numpy scalars/arrays/dtypes that checkpoints hold in metrics (e.g. `monitor_best`)."""
     try:
         import numpy
-        from numpy._core import multiarray
     except ImportError:
         return {}
-    safe = {}
+    multiarray = getattr(numpy, '_core', getattr(numpy, 'core', None)).multiarray  # numpy 2 / numpy 1
+    safe = {'numpy.ndarray': numpy.ndarray, 'numpy.dtype': numpy.dtype}
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         safe[f'{module}.scalar'] = multiarray.scalar
         safe[f'{module}._reconstruct'] = multiarray._reconstruct
-    safe['numpy.ndarray'] = numpy.ndarray
-    safe['numpy.dtype'] = numpy.dtype
-    for name in dir(numpy.dtypes):
+    dtypes = getattr(numpy, 'dtypes', None)
+    for name in dir(dtypes) if dtypes else ():
         if name.endswith('DType'):
-            safe[f'numpy.dtypes.{name}'] = getattr(numpy.dtypes, name)
+            safe[f'numpy.dtypes.{name}'] = getattr(dtypes, name)
     return safe
 
 

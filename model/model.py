@@ -12,21 +12,18 @@ state dict), 'time_init', 'input_res' / 'img_size', the overrides 'embed_dim', '
 'load_temporal_fix' ('zeros' | 'interpolate', for checkpoints with another temporal_embed length).
 EgoVLP's 'vit_init' and 'attention_style' ('frozen-in-time') are accepted.
 """
-import logging
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from model.checkpoint import load_vit_weights
+from model.checkpoint import TEMPORAL_EMBED_FIXES, load_vit_weights
 from model.checkpoint import load_weights as load_weights_into
 from model.fusion import ScaleFusion
 from model.presets import video_preset
 from model.text_encoder import (build_text_model, build_tokenizer, cls_embedding, text_embed_dim,
                                 validate_text_params)
 from model.video_transformer import SpaceTimeTransformer
-
-logger = logging.getLogger(__name__)
 
 VIDEO_PARAM_KEYS = ('model', 'arch_config', 'num_frames', 'pretrained', 'time_init', 'input_res', 'img_size',
                     'embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'temporal_embed_mode',
@@ -43,6 +40,8 @@ def build_video_model(video_params):
         raise ValueError(f"video_params['model'] must be 'SpaceTimeTransformer', got {video_params['model']!r}")
     if video_params.get('attention_style', 'frozen-in-time') != 'frozen-in-time':
         raise ValueError("video_params['attention_style'] must be 'frozen-in-time'")
+    if video_params.get('load_temporal_fix', 'zeros') not in TEMPORAL_EMBED_FIXES:
+        raise ValueError(f"video_params['load_temporal_fix'] must be one of {sorted(TEMPORAL_EMBED_FIXES)}")
     if 'img_size' in video_params and 'input_res' in video_params \
             and video_params['img_size'] != video_params['input_res']:
         raise ValueError(f"video_params: img_size {video_params['img_size']} != input_res {video_params['input_res']}")
@@ -124,6 +123,18 @@ class FrozenInTime(nn.Module):
         return (text_embeds, video_embeds) if return_embeds else sim_matrix(text_embeds, video_embeds)
 
 
+def validate_scales(scales, eval_scales=None):
+    """`(scales, eval_scales)` as int tuples; scales distinct and positive, eval_scales a subset (or None)."""
+    scales = tuple(int(scale) for scale in scales)
+    if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
+        raise ValueError(f"scales must be distinct positive frame counts, got {scales}")
+    if eval_scales is not None:
+        eval_scales = tuple(int(scale) for scale in eval_scales)
+        if not eval_scales or not set(eval_scales) <= set(scales):
+            raise ValueError(f"eval_scales {eval_scales} must be a non-empty subset of scales {scales}")
+    return scales, eval_scales
+
+
 class MultiScaleEmbeddings(NamedTuple):
     """Fused `[B, D]`, per-scale `{scale: [B, D]}` (scales computed), and fusion weights `[B, S]`."""
 
@@ -135,19 +146,12 @@ class MultiScaleEmbeddings(NamedTuple):
 class MultiScaleVideoPath:
     """Multi-scale video path shared by MultiScaleVideoEncoder and MultiScaleFrozenInTime (an nn.Module mixin).
 
-    Uses the module's `video_model` (one shared backbone, run once over all scales' tokens packed
-    together, see SpaceTimeTransformer.forward_videos), `vid_proj` and `fusion`. In eval mode
-    only `eval_scales` (when set) are encoded; the others get weight 0.
+    Uses the module's `video_model` (one shared backbone, applied to each scale in turn), `vid_proj`
+    and `fusion`. In eval mode only `eval_scales` (when set) are encoded; the others get weight 0.
     """
 
     def _init_scales(self, scales, eval_scales, fusion_type, projection_dim):
-        scales = tuple(int(scale) for scale in scales)
-        if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
-            raise ValueError(f"scales must be distinct positive frame counts, got {scales}")
-        if eval_scales is not None:
-            eval_scales = tuple(int(scale) for scale in eval_scales)
-            if not eval_scales or not set(eval_scales) <= set(scales):
-                raise ValueError(f"eval_scales {eval_scales} must be a non-empty subset of scales {scales}")
+        """Set `scales`, `eval_scales` (as returned by validate_scales) and build `fusion`."""
         self.scales = scales
         self.eval_scales = eval_scales
         self.fusion = ScaleFusion(len(scales), projection_dim, fusion_type)
@@ -171,38 +175,43 @@ class MultiScaleVideoPath:
             raise ValueError(f"'{key}' must be [B, {scale}, 3, R, R], got shape {tuple(video.shape)}")
         return video
 
-    def compute_video(self, frames, scale_mask=None, return_scales=False):
-        """Fused video embeddings `[B, D]` of `frames {'frames_<s>': [B, s, 3, R, R]}`.
+    def encode_scales(self, frames, scale_mask=None):
+        """MultiScaleEmbeddings of `frames {'frames_<s>': [B, s, 3, R, R]}`.
 
-        `scale_mask [B, S]` bool marks usable scales per sample. With `return_scales`, returns
-        MultiScaleEmbeddings (fused, per-scale dict, weights `[B, S]`).
+        `scale_mask [B, S]` bool marks the scales usable for each sample (masked: weight 0).
         """
         if not isinstance(frames, dict):
-            raise TypeError(f"multi-scale video input must be a dict of 'frames_<s>' tensors, got {type(frames).__name__}")
+            raise TypeError(f"multi-scale video input must be a dict of 'frames_<s>' tensors, "
+                            f"got {type(frames).__name__}")
         active = self.active_scales()
-        features = self.video_model.forward_videos([self._scale_frames(frames, scale) for scale in active])
-        projected = self.vid_proj(torch.stack(features, dim=1))
-        scale_embeds = dict(zip(active, projected.unbind(dim=1)))
-        reference = projected[:, 0]
-        stacked = torch.stack([scale_embeds.get(scale, reference.new_zeros(reference.shape)) for scale in self.scales],
-                              dim=1)
-        usable = torch.tensor([scale in scale_embeds for scale in self.scales], device=reference.device)
+        scale_embeds = {scale: self.vid_proj(self.video_model(self._scale_frames(frames, scale)))
+                        for scale in active}
+        absent = torch.zeros_like(scale_embeds[active[0]])
+        stacked = torch.stack([scale_embeds.get(scale, absent) for scale in self.scales], dim=1)
+        usable = torch.tensor([scale in scale_embeds for scale in self.scales], device=stacked.device)
         if scale_mask is not None:
             if tuple(scale_mask.shape) != tuple(stacked.shape[:2]):
-                raise ValueError(f"scale_mask must be [B, S] = {tuple(stacked.shape[:2])}, got {tuple(scale_mask.shape)}")
-            usable = usable & scale_mask.to(device=reference.device, dtype=torch.bool)
+                raise ValueError(f"scale_mask must be [B, S] = {tuple(stacked.shape[:2])}, "
+                                 f"got {tuple(scale_mask.shape)}")
+            usable = usable & scale_mask.to(device=stacked.device, dtype=torch.bool)
         fused, weights = self.fusion(stacked, usable)
+        return MultiScaleEmbeddings(fused, scale_embeds, weights)
+
+    def compute_video(self, frames, scale_mask=None, return_scales=False):
+        """Fused video embeddings `[B, D]`; with `return_scales`, `(fused, {scale: [B, D]})`."""
+        embeddings = self.encode_scales(frames, scale_mask)
         if return_scales:
-            return MultiScaleEmbeddings(fused, scale_embeds, weights)
-        return fused
+            return embeddings.video_embeds, embeddings.scale_embeds
+        return embeddings.video_embeds
 
 
 class MultiScaleVideoEncoder(MultiScaleVideoPath, nn.Module):
-    """ONE shared SpaceTimeTransformer over each scale, projected and fused: frames dict -> `[B, projection_dim]`."""
+    """ONE shared SpaceTimeTransformer over each scale, projected and fused: frames dict -> `[B, D]`."""
 
     def __init__(self, video_params, projection_dim=256, scales=(4, 8, 16), fusion_type='learned_weighted',
                  eval_scales=None):
         super().__init__()
+        scales, eval_scales = validate_scales(scales, eval_scales)
         self.video_model = build_video_model({'num_frames': max(scales), **video_params})
         self.vid_proj = nn.Sequential(nn.Linear(self.video_model.embed_dim, projection_dim))
         self._init_scales(scales, eval_scales, fusion_type, projection_dim)
@@ -222,6 +231,7 @@ class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
 
     def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None,
                  scales=(4, 8, 16), fusion_type='learned_weighted', eval_scales=None):
+        scales, eval_scales = validate_scales(scales, eval_scales)
         video_params = {'num_frames': max(scales), **video_params}
         if load_checkpoint:
             video_params, text_params = _without_pretrained(video_params), _without_pretrained(text_params)
@@ -238,6 +248,6 @@ class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
 
     def forward_with_scales(self, data):
         """`{'text_embeds', 'video_embeds', 'scale_embeds': {s: [B, D]}, 'fusion_weights': [B, S]}`."""
-        video = self.compute_video(data['video'], scale_mask=data.get('scale_mask'), return_scales=True)
+        video = self.encode_scales(data['video'], scale_mask=data.get('scale_mask'))
         return {'text_embeds': self.compute_text(data['text']), 'video_embeds': video.video_embeds,
                 'scale_embeds': video.scale_embeds, 'fusion_weights': video.fusion_weights}

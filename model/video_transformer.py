@@ -52,9 +52,7 @@ class PatchEmbed(nn.Module):
 class DividedAttention(nn.Module):
     """EgoVLP's VarAttention over one axis ('space': within a frame, 'time': across frames).
 
-    Input and output `[B, L, D]`: one or more videos packed along the token axis, each laid out as
-    EgoVLP's `[CLS, frame-0 patches, frame-1 patches, ...]`; `segments` gives each video's frame
-    count and `per_frame` the patches per frame. Videos never attend to each other.
+    Input and output `[B, 1 + T*N, D]`, tokens ordered CLS, then frame-major patches.
     """
 
     def __init__(self, dim, num_heads, axis, qkv_bias=True):
@@ -77,30 +75,25 @@ class DividedAttention(nn.Module):
             self.proj.weight.fill_(1.0)
             self.proj.bias.zero_()
 
-    def forward(self, x, segments, per_frame):
-        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))
-        lengths = [1 + num_frames * per_frame for num_frames in segments]
-        outputs = [self._attend(video_qkv, num_frames, per_frame)
-                   for video_qkv, num_frames in zip(qkv.split(lengths, dim=1), segments)]
-        return self.proj(outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1))
-
-    def _attend(self, qkv, num_frames, per_frame):
-        """One video's attention: `qkv [B, 1 + T*N, 3, H, d]` -> `[B, 1 + T*N, H*d]`."""
-        batch, length, _, heads, head_dim = qkv.shape
+    def forward(self, x, num_frames):
+        batch, length, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        per_frame = (length - 1) // num_frames
+        qkv = self.qkv(x).unflatten(-1, (3, heads, head_dim))
         cls, patches = qkv.split([1, length - 1], dim=1)
         _, k_all, v_all = qkv.transpose(1, 3).unbind(dim=2)  # [B, H, L, d] each
         cls_out = F.scaled_dot_product_attention(cls[:, :, 0].transpose(1, 2), k_all, v_all)
         patches = patches.unflatten(1, (num_frames, per_frame))
         if self.axis == 'time':
             patches = patches.transpose(1, 2)  # groups are patch positions, sequences run over frames
-        groups, seq = patches.shape[1:3]
+        groups = patches.shape[1]
         # every group gets the CLS token first: [B, G, 1 + S, 3, H, d]
         grouped = torch.cat([cls.unsqueeze(1).expand(batch, groups, 1, 3, heads, head_dim), patches], dim=2)
         q, k, v = grouped.flatten(0, 1).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q[:, :, 1:], k, v).unflatten(0, (batch, groups))
         out = out.permute(0, 1, 3, 2, 4) if self.axis == 'space' else out.permute(0, 3, 1, 2, 4)
-        out = out.reshape(batch, num_frames * per_frame, heads * head_dim)
-        return torch.cat([cls_out.transpose(1, 2).reshape(batch, 1, heads * head_dim), out], dim=1)
+        out = out.reshape(batch, num_frames * per_frame, dim)
+        return self.proj(torch.cat([cls_out.transpose(1, 2).reshape(batch, 1, dim), out], dim=1))
 
 
 class Mlp(nn.Module):
@@ -128,10 +121,9 @@ class SpaceTimeBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x, segments, per_frame):
-        """`x [B, L, D]` packed videos (see DividedAttention) -> same shape."""
-        time_residual = x + self.timeattn(self.norm3(x), segments, per_frame)
-        x = x + self.attn(self.norm1(time_residual), segments, per_frame)
+    def forward(self, x, num_frames):
+        time_residual = x + self.timeattn(self.norm3(x), num_frames)
+        x = x + self.attn(self.norm1(time_residual), num_frames)
         return x + self.mlp(self.norm2(x))
 
 
@@ -200,29 +192,14 @@ class SpaceTimeTransformer(nn.Module):
 
     def forward(self, video):
         """`video [B, T, 3, H, W]` -> CLS feature `[B, D]`."""
-        return self.forward_videos([video])[0]
-
-    def forward_videos(self, videos):
-        """Several videos of one batch size and resolution, any frame counts -> list of `[B, D]`.
-
-        Equivalent to calling `forward` on each, but runs the backbone once on all their tokens
-        packed together (larger matrix products, one pass), which is how the multi-scale encoder
-        applies its shared backbone to every scale.
-        """
-        segments = tuple(video.shape[1] for video in videos)
-        if len({(video.shape[0],) + tuple(video.shape[2:]) for video in videos}) != 1:
-            raise ValueError(f"videos must share batch size and frame shape, got {[tuple(v.shape) for v in videos]}")
-        patches = self.patch_embed(torch.cat(videos, dim=1) if len(videos) > 1 else videos[0])
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(patches.shape[0], -1, -1)
-        sequences, cls_positions = [], []
-        for num_frames, frame_patches in zip(segments, patches.split(segments, dim=1)):
-            frame_patches = frame_patches + self.pos_embed[:, None, 1:] + self.temporal_rows(num_frames)[:, :, None]
-            cls_positions.append(sum(sequence.shape[1] for sequence in sequences))
-            sequences.extend([cls, frame_patches.flatten(1, 2)])
-        x = torch.cat(sequences, dim=1)
+        batch, num_frames = video.shape[:2]
+        patches = self.patch_embed(video)
+        patches = patches + self.pos_embed[:, None, 1:] + self.temporal_rows(num_frames)[:, :, None]
+        cls = self.cls_token + self.pos_embed[:, :1]
+        x = torch.cat([cls.expand(batch, -1, -1), patches.flatten(1, 2)], dim=1)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, segments, self.patches_per_frame, use_reentrant=False)
+                x = checkpoint(block, x, num_frames, use_reentrant=False)
             else:
-                x = block(x, segments, self.patches_per_frame)
-        return list(self.norm(x[:, cls_positions]).unbind(dim=1))
+                x = block(x, num_frames)
+        return self.norm(x[:, 0])

@@ -109,4 +109,5 @@ def test_chunk_arithmetic_is_consistent():
     for fps, chunk_len in [(NTSC, 2.0), (10, 2.0), (30, 600.0), (12, 0.5), (25, 3.3)]:
         for frame in range(0, 2000, 7):
             chunk = chunk_of_frame(frame, fps, chunk_len)
-            assert first_frame_of_chunk(chunk, fps, chunk_len) <= frame < first_frame_of_chunk(chunk + 1, fps, chunk_len)
+            first, next_first = (first_frame_of_chunk(c, fps, chunk_len) for c in (chunk, chunk + 1))
+            assert first <= frame < next_first

@@ -80,6 +80,13 @@ def test_pretrained_offline_minilm_text_model():
     assert embeds.shape == (2, 8)
 
 
+def test_random_text_model_from_local_folder_config():
+    params = {'model': offline_bert_folder(), 'pretrained': False, 'config_overrides': {'num_hidden_layers': 1}}
+    model = FrozenInTime(VIDEO, params, projection_dim=8)
+    assert model.text_model.config.num_hidden_layers == 1 and model.txt_proj[1].in_features == 384
+    assert model.tokenize(['hi'])['input_ids'].tolist() == [[101, 7632, 102]]
+
+
 def test_tokenizer_folder_override_and_text_param_validation():
     params = {**TINY_DISTILBERT, 'tokenizer': offline_bert_folder()}
     model = FrozenInTime(VIDEO, params, projection_dim=8)
@@ -106,10 +113,11 @@ def test_one_shared_backbone(multiscale):
         'video_model', 'text_model', 'txt_proj', 'vid_proj', 'fusion'}
     frames = _frames(2)
     with torch.no_grad():
-        out = multiscale.compute_video(frames, return_scales=True)
+        fused, scale_embeds = multiscale.compute_video(frames, return_scales=True)
+        torch.testing.assert_close(fused, multiscale.compute_video(frames))
         for scale in (2, 4):
             expected = multiscale.vid_proj(multiscale.video_model(frames[f'frames_{scale}']))
-            torch.testing.assert_close(out.scale_embeds[scale], expected)
+            torch.testing.assert_close(scale_embeds[scale], expected)
 
 
 @pytest.mark.parametrize('fusion_type', ['learned_weighted', 'attention'])
@@ -117,15 +125,16 @@ def test_fusion_weights_sum_to_one_and_honour_mask(fusion_type):
     torch.manual_seed(0)
     encoder = MultiScaleVideoEncoder(VIDEO, projection_dim=8, scales=(1, 2, 4), fusion_type=fusion_type)
     torch.testing.assert_close(encoder.get_fusion_weights(), torch.full((3,), 1 / 3))
+    frames = _frames(3, scales=(1, 2, 4))
     with torch.no_grad():
+        torch.testing.assert_close(encoder.encode_scales(frames).fusion_weights, torch.full((3, 3), 1 / 3))
         encoder.fusion.scale_logits.copy_(torch.tensor([0.0, 1.0, 2.0]))
         if fusion_type == 'attention':
             encoder.fusion.scorer[-1].weight.normal_()
-    frames = _frames(3, scales=(1, 2, 4))
     mask = torch.tensor([[True, True, True], [False, True, True], [True, False, False]])
     with torch.no_grad():
-        out = encoder(frames, scale_mask=mask, return_scales=True)
-        unmasked = encoder(frames, return_scales=True).fusion_weights
+        out = encoder.encode_scales(frames, scale_mask=mask)
+        unmasked = encoder.encode_scales(frames).fusion_weights
     weights = out.fusion_weights
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
     assert torch.all(weights[~mask] == 0)
@@ -149,9 +158,9 @@ def test_eval_scales_restrict_scales_in_eval_mode_only():
     encoder = MultiScaleVideoEncoder(VIDEO, projection_dim=8, scales=(2, 4), eval_scales=(4,))
     frames = _frames(2)
     with torch.no_grad():
-        assert sorted(encoder(frames, return_scales=True).scale_embeds) == [2, 4]
+        assert sorted(encoder(frames, return_scales=True)[1]) == [2, 4]
         encoder.eval()
-        out = encoder({'frames_4': frames['frames_4']}, return_scales=True)
+        out = encoder.encode_scales({'frames_4': frames['frames_4']})
     assert sorted(out.scale_embeds) == [4]
     assert out.fusion_weights.tolist() == [[0.0, 1.0], [0.0, 1.0]]
     torch.testing.assert_close(out.video_embeds, out.scale_embeds[4])

@@ -12,7 +12,7 @@ import torch
 from data_loader.video_reader import ChunkedVideoReader
 from utils import synthetic
 
-SMALL = dict(seed=3, num_videos=3, num_mcq_videos=5, clips_per_video=(5, 7), chunk_len=3.0, fps=10,
+SMALL = dict(seed=3, num_videos=3, num_mcq_videos=5, clips_per_video=(5, 7), chunk_len=3.0, fps=15,
              frame_size=48)
 META_FILES = ("egoclip.csv", "egomcq.json", "taxonomy.json")
 
@@ -62,7 +62,7 @@ def test_taxonomy(dataset):
     assert len(taxonomy["verbs"]) == summary["num_verbs"] == 10
     assert len(taxonomy["nouns"]) == summary["num_nouns"] == 12
     assert taxonomy["nouns"][:4] == ["red circle", "red square", "red triangle", "green circle"]
-    assert (taxonomy["chunk_len"], taxonomy["fps"], taxonomy["frame_size"]) == (3.0, 10, [48, 48])
+    assert (taxonomy["chunk_len"], taxonomy["fps"], taxonomy["frame_size"]) == (3.0, 15, [48, 48])
 
 
 def test_every_mcq_item_is_well_formed_and_references_existing_clips(dataset):
@@ -90,7 +90,7 @@ def test_every_mcq_item_is_well_formed_and_references_existing_clips(dataset):
         assert 0 <= row["clip_start"] < row["clip_end"] <= row["video_dur"]
         for k in range(int(row["clip_start"] // 3.0), int(math.ceil(row["clip_end"] / 3.0))):
             assert (root / "videos" / row["video_uid"] / f"{k}.mp4").is_file()
-        tags(row["tag_verb"]), tags(row["tag_noun"])
+        assert len(tags(row["tag_verb"])) == len(tags(row["tag_noun"])) == 1
 
 
 def test_videos_are_chunked_with_clips_crossing_chunk_boundaries(dataset):

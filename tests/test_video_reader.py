@@ -31,14 +31,15 @@ def frame_codes(frames: torch.Tensor) -> list[int]:
     return [int(round((r - 8) / 16)) + 16 * int(round((g - 8) / 16)) for r, g, _ in top.tolist()]
 
 
-def write_chunks(folder, fps, chunk_sizes, gop=10):
-    """Write chunks ``0.mp4, 1.mp4, ...`` holding consecutive coded frames."""
+def write_chunks(folder, fps, chunk_sizes, width=64):
+    """Write chunks ``0.mp4, 1.mp4, ...`` holding consecutive coded frames; ``fps`` may be one per chunk."""
     os.makedirs(folder)
     first = 0
-    for k, size in enumerate(chunk_sizes):
-        with H264Writer(os.path.join(folder, f"{k}.mp4"), fps, 64, 48, crf=10, gop=gop, threads=1) as writer:
+    rates = fps if isinstance(fps, list) else [fps] * len(chunk_sizes)
+    for k, (size, rate) in enumerate(zip(chunk_sizes, rates)):
+        with H264Writer(os.path.join(folder, f"{k}.mp4"), rate, width, 48, crf=10, gop=10, threads=1) as writer:
             for index in range(first, first + size):
-                writer.write(coded_frame(index))
+                writer.write(coded_frame(index, width=width))
         first += size
 
 
@@ -48,6 +49,8 @@ def data_dir(tmp_path_factory):
     # 29.97 fps, 2 s chunks: chunk k starts at frame ceil(k * 2 * 29.97) -> 0, 60, 120, 180.
     write_chunks(root / "ntsc", NTSC, [60, 60, 60, 20])
     write_chunks(root / "twelve", 12, [24, 24, 10])
+    write_chunks(root / "narrow", 12, [24, 5], width=48)       # a width decord 0.6 cannot return
+    write_chunks(root / "mixed_fps", [12, 10], [24, 20])
     write_chunks(root / "hole", 12, [24, 24, 10])
     os.remove(root / "hole" / "1.mp4")
     (root / "garbage").mkdir()
@@ -116,6 +119,13 @@ def test_decord_and_pyav_return_identical_frames(data_dir):
     assert torch.equal(decord_reader.read_frames("ntsc", times), pyav_reader.read_frames("ntsc", times))
 
 
+def test_decord_falls_back_to_pyav_at_widths_it_cannot_return(data_dir):
+    clips = [ChunkedVideoReader(data_dir, 2.0, backend).read_clip("narrow", 1.0, 2.4, num_frames=6)
+             for backend in BACKENDS]
+    assert clips[0].shape == (6, 48, 48, 3) and torch.equal(clips[0], clips[1])
+    assert frame_codes(clips[0]) == [12, 15, 18, 21, 24, 27]   # frames [12, 29)
+
+
 @pytest.mark.parametrize("decode_size, shape", [(24, (24, 32)), ((20, 30), (20, 30)), (100, (100, 133))])
 def test_decode_size_scales_while_decoding_identically_in_both_backends(data_dir, decode_size, shape):
     frames = {backend: ChunkedVideoReader(data_dir, 2.0, backend, decode_size=decode_size)
@@ -133,6 +143,7 @@ def test_decode_size_scales_while_decoding_identically_in_both_backends(data_dir
     ("ntsc", 7.0, 8.0, os.path.join("ntsc", "3.mp4"), "after the end"),
     ("ntsc", 9.0, 9.5, os.path.join("ntsc", "4.mp4"), "past the end"),
     ("hole", 1.5, 2.5, os.path.join("hole", "1.mp4"), "chunk file is missing"),
+    ("mixed_fps", 1.5, 2.5, os.path.join("mixed_fps", "1.mp4"), "fps"),
 ])
 def test_unreadable_clips_raise_a_typed_error_naming_file_and_clip(reader, data_dir, uid, start, end,
                                                                     path_part, reason):

@@ -1,7 +1,6 @@
 """SpaceTimeTransformer: EgoVLP semantics against a hand-written einsum reference, init, frame counts."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model.model import build_video_model
 from model.video_transformer import SpaceTimeTransformer
@@ -87,14 +86,14 @@ def test_attention_matches_einsum_reference(axis):
     block = _randomised(SpaceTimeTransformer(**TINY, num_frames=3)).blocks[0]
     module = block.attn if axis == 'space' else block.timeattn
     x = torch.randn(2, 1 + 3 * 4, 16)
-    torch.testing.assert_close(module(x, (3,), 4), egovlp_var_attention(module, x, axis, 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module(x, 3), egovlp_var_attention(module, x, axis, 3), atol=1e-5, rtol=1e-5)
 
 
 def test_block_matches_einsum_reference():
     torch.manual_seed(0)
     block = _randomised(SpaceTimeTransformer(**TINY, num_frames=3)).blocks[0]
     x = torch.randn(2, 1 + 3 * 4, 16)
-    torch.testing.assert_close(block(x, (3,), 4), egovlp_block(block, x, 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(block(x, 3), egovlp_block(block, x, 3), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('frames', [4, 3])
@@ -104,21 +103,6 @@ def test_model_matches_einsum_reference(frames):
     model = _randomised(SpaceTimeTransformer(**TINY, num_frames=4))
     video = torch.randn(2, frames, 3, 16, 16)
     torch.testing.assert_close(model(video), egovlp_forward(model, video), atol=1e-5, rtol=1e-5)
-
-
-def test_packed_videos_match_separate_forwards():
-    torch.manual_seed(0)
-    model = _randomised(SpaceTimeTransformer(**TINY, num_frames=4))
-    videos = [torch.randn(2, frames, 3, 16, 16, requires_grad=True) for frames in (1, 2, 4)]
-    packed = model.forward_videos(videos)
-    for video, features in zip(videos, packed):
-        torch.testing.assert_close(features, model(video), atol=1e-5, rtol=1e-5)
-    torch.stack(packed).square().sum().backward()
-    packed_grads = [video.grad.clone() for video in videos]
-    for video, grad in zip(videos, packed_grads):
-        video.grad = None
-        model(video).square().sum().backward()
-        torch.testing.assert_close(video.grad, grad, atol=1e-5, rtol=1e-5)
 
 
 def test_egovlp_state_dict_layout():
@@ -144,7 +128,7 @@ def test_zero_time_init_makes_temporal_attention_vanish():
     block = model.blocks[0]
     assert torch.all(block.timeattn.qkv.weight == 0) and torch.all(block.timeattn.proj.weight == 1)
     x = torch.randn(2, 1 + 4 * 4, 16)
-    assert torch.equal(block.timeattn(block.norm3(x), (4,), 4), torch.zeros_like(x))
+    assert torch.equal(block.timeattn(block.norm3(x), 4), torch.zeros_like(x))
     assert torch.all(model.temporal_embed == 0)
 
 
@@ -209,8 +193,10 @@ def test_wrong_frame_size_is_a_clear_error():
 
 def test_build_video_model_presets_and_overrides():
     model = build_video_model({'model': 'SpaceTimeTransformer', 'arch_config': 'tiny', 'num_frames': 6,
-                               'embed_dim': 24, 'depth': 1, 'num_heads': 3, 'input_res': 16})
+                               'embed_dim': 24, 'depth': 1, 'num_heads': 3, 'input_res': 16,
+                               'grad_checkpointing': True, 'temporal_embed_mode': 'interpolate'})
     assert (model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads) == (24, 1, 3)
+    assert model.grad_checkpointing and model.temporal_embed_mode == 'interpolate'
     assert model.patches_per_frame == 4 and model.temporal_embed.shape == (1, 6, 24)
     with pytest.raises(ValueError, match='unknown keys'):
         build_video_model({'arch_config': 'tiny', 'bogus': 1})

@@ -8,13 +8,14 @@ boundaries), ``meta/egoclip.csv`` (TAB-separated, EgoClip columns), ``meta/egomc
 
 Content. Each video has a plain grey background and 2-3 objects; an object is a colour x shape
 and its noun is that combination ("red circle"; noun id = colour_index * num_shapes + shape_index).
-A narrated clip (1-4 s, log-uniform, the clip window is exactly the action; clips are separated
-by 0-0.8 s idle, so ~20 % of adjacent narrations are under 2 s apart) shows one object doing one action;
-the verb is the action ("#C C moves the red circle to the left"). Actions come in pairs that no
-single frame separates: direction (left/right, up/down), speed (moves vs nudges: large vs small
+A narrated clip shows one object doing one action and the verb is the action ("#C C moves the red
+circle to the left"); the clip window is exactly the action. Actions come in pairs that no single
+frame separates: direction (left/right, up/down), speed (moves vs nudges: large vs small
 displacement over the clip), size change (stretches vs squeezes) and event order (puts down: absent
 then present; picks up: present then absent). Between clips the last state is held. Several clips
-of a video share its objects, so intra-video questions need the action.
+of a video share its objects, so intra-video questions need the action. Clips last 1-4 s
+(log-uniform) with 0-0.8 s idle between them, so ~20 % of adjacent narrations are under 2 s apart;
+at the default 15 fps ~95 % of clips hold at least 16 frames.
 
 Splits. ``num_videos`` videos are narrated in egoclip.csv; ``num_mcq_videos`` held-out videos make
 egomcq.json: per clip one inter-video question (types=1; 4 distractor clips from 4 other held-out
@@ -24,7 +25,6 @@ question (types=2; 4 distractors from the same video with different verbs, often
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import itertools
 import json
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_loader.frame_sampling import chunk_of_frame
-from utils.video_io import H264Writer, atomic_dir, run_jobs
+from utils.video_io import H264Writer, atomic_dir, atomic_file, run_jobs
 
 EGOCLIP_COLUMNS = ("clip_idx", "video_uid", "video_dur", "narration_source", "narration_ind",
                    "narration_time", "clip_start", "clip_end", "clip_text", "tag_verb", "tag_noun")
@@ -102,7 +102,7 @@ class SyntheticConfig:
     clip_duration: tuple[float, float] = (1.0, 4.0)
     idle_gap: tuple[float, float] = (0.0, 0.8)
     chunk_len: float = 10.0
-    fps: int = 10
+    fps: int = 15
     frame_size: tuple[int, int] = (64, 64)
     num_colours: int = 4
     num_shapes: int = 3
@@ -115,10 +115,12 @@ class SyntheticConfig:
             (2 <= self.num_verbs <= len(VERBS), f"num_verbs must be in [2, {len(VERBS)}]"),
             (self.num_videos >= 1, "num_videos must be >= 1"),
             (self.num_mcq_videos == 0 or self.num_mcq_videos >= 5, "num_mcq_videos must be 0 or >= 5"),
-            (1 <= self.clips_per_video[0] <= self.clips_per_video[1], "clips_per_video must be (lo, hi), 1 <= lo <= hi"),
+            (1 <= self.clips_per_video[0] <= self.clips_per_video[1],
+             "clips_per_video must be (lo, hi), 1 <= lo <= hi"),
             (1 <= self.objects_per_video[0] <= self.objects_per_video[1] <= self.num_nouns,
              "objects_per_video must be (lo, hi) with 1 <= lo <= hi <= number of nouns"),
-            (0 < self.clip_duration[0] <= self.clip_duration[1], "clip_duration must be (lo, hi) seconds, 0 < lo <= hi"),
+            (0 < self.clip_duration[0] <= self.clip_duration[1],
+             "clip_duration must be (lo, hi) seconds, 0 < lo <= hi"),
             (0 <= self.idle_gap[0] <= self.idle_gap[1], "idle_gap must be (lo, hi) seconds, 0 <= lo <= hi"),
             (self.chunk_len > 0 and self.fps > 0, "chunk_len and fps must be positive"),
             (all(s >= 16 and s % 2 == 0 for s in self.frame_size), "frame_size must be even and >= 16"),
@@ -149,7 +151,8 @@ def _action(rng: np.random.Generator, verb: str, height: int, width: int) -> dic
         extent = width if dx else height
         fraction = rng.uniform(0.08, 0.16) if verb.startswith("nudge") else rng.uniform(0.38, 0.55)
         distance = min(fraction * extent, extent - 2 * margin)
-        start = rng.uniform(margin + distance, extent - margin) if dx + dy < 0 else rng.uniform(margin, extent - margin - distance)
+        low = margin + distance if dx + dy < 0 else margin
+        start = rng.uniform(low, low + extent - 2 * margin - distance)
         key = "x" if dx else "y"
         geometry[f"{key}0"], geometry[f"{key}1"] = start, start + (dx + dy) * distance
     elif verb in ("put_down", "pick_up"):
@@ -162,7 +165,7 @@ def _action(rng: np.random.Generator, verb: str, height: int, width: int) -> dic
 
 def _plan_video(config: SyntheticConfig, index: int) -> VideoPlan:
     """The plan of video ``index`` (a pure function of the seed and the index)."""
-    rng = np.random.default_rng([config.seed, index])
+    rng = np.random.default_rng([config.seed, 0, index])
     uid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
     height, width = config.frame_size
 
@@ -255,7 +258,7 @@ def _clip_rows(plans: list[VideoPlan], config: SyntheticConfig, first_idx: int) 
 
 def _mcq_items(videos: list[list[dict]], seed: int) -> list[dict]:
     """EgoMCQ items: per clip an inter-video question and, when possible, an intra-video one."""
-    rng = np.random.default_rng([seed, 1 << 20])
+    rng = np.random.default_rng([seed, 1])
     items = []
     for v, clips in enumerate(videos):
         others = [o for o in range(len(videos)) if o != v]
@@ -284,11 +287,8 @@ def _question(query: dict, distractors: list[dict], types: int, rng: np.random.G
 
 
 def _write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".partial"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -319,7 +319,7 @@ def _taxonomy(config: SyntheticConfig, train: list[VideoPlan], mcq: list[VideoPl
 def generate(out_dir: str, seed: int = 0, num_videos: int = 30, num_mcq_videos: int = 12,
              clips_per_video: tuple[int, int] = (10, 14), objects_per_video: tuple[int, int] = (2, 3),
              clip_duration: tuple[float, float] = (1.0, 4.0), idle_gap: tuple[float, float] = (0.0, 0.8),
-             chunk_len: float = 10.0, fps: int = 10, frame_size: int | tuple[int, int] = 64,
+             chunk_len: float = 10.0, fps: int = 15, frame_size: int | tuple[int, int] = 64,
              num_colours: int = 4, num_shapes: int = 3, num_verbs: int = len(VERBS), workers: int = 1,
              write_videos: bool = True, progress: bool = False) -> dict:
     """Write the synthetic dataset under ``out_dir``; returns a summary dict (counts, sizes).
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-mcq-videos", type=int, default=12, help="held-out videos for egomcq.json (0 or >= 5)")
     parser.add_argument("--clips-per-video", type=int, nargs=2, default=(10, 14), metavar=("MIN", "MAX"))
     parser.add_argument("--chunk-len", type=float, default=10.0, help="seconds per video chunk")
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, default=15, help="frames per second (15: a 1.07 s clip has 16 frames)")
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="frame size: S or H W (even)")
     parser.add_argument("--num-colours", type=int, default=4, help=f"at most {len(COLOURS)}")
     parser.add_argument("--num-shapes", type=int, default=3, help=f"at most {len(SHAPES)}")

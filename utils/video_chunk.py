@@ -22,8 +22,8 @@ import av
 
 from data_loader.frame_sampling import chunk_of_frame
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, print_summary, run_jobs,
-                            select_shard)
+                            frame_rate, is_complete_video, iter_cfr_frames, run_jobs, select_shard,
+                            summarize)
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def chunk_video(src: str, out_dir: str, chunk_len: float = 600.0, crf: int = 23,
         fps = frame_rate(stream, src)
         width, height = stream.codec_context.width // 2 * 2, stream.codec_context.height // 2 * 2
         frames = iter_cfr_frames(container, stream, fps)
+        chunk_of = functools.partial(chunk_of_frame, fps=float(fps), chunk_len=chunk_len)
         with atomic_dir(out_dir) as tmp:
-            for chunk, group in itertools.groupby(frames, key=lambda item: chunk_of_frame(item[0], float(fps), chunk_len)):
+            for chunk, group in itertools.groupby(frames, key=lambda item: chunk_of(item[0])):
                 with H264Writer(os.path.join(tmp, f"{chunk}.mp4"), fps, width, height, crf, preset,
                                 threads=threads) as writer:
                     for _, frame in group:
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     status = chunk_folder(args.input, args.output, args.chunk_len, args.workers, args.shard, args.crf,
                           args.preset, progress=not args.no_progress)
-    return print_summary(status, "chunked")
+    report, failures = summarize(status, "chunked")
+    print(report)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

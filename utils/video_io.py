@@ -204,12 +204,11 @@ def encoder_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def print_summary(status: dict[str, str], action: str) -> int:
-    """CLI helper: print counts of a batch tool's ``{input: status}`` and the failures; exit code."""
+def summarize(status: dict[str, str], action: str) -> tuple[str, int]:
+    """A batch tool's ``{input: status}`` as report text (counts, then each failure) and the failure count."""
     failed = sorted(path for path, state in status.items() if state.startswith("failed"))
     done = sum(state == "done" for state in status.values())
     skipped = sum(state == "skipped" for state in status.values())
-    print(f"{action} {done}, skipped {skipped} (already complete), failed {len(failed)}")
-    for path in failed:
-        print(f"  {path}: {status[path]}")
-    return 1 if failed else 0
+    lines = [f"{action} {done}, skipped {skipped} (already complete), failed {len(failed)}"]
+    lines += [f"  {path}: {status[path]}" for path in failed]
+    return "\n".join(lines), len(failed)

@@ -18,8 +18,8 @@ import sys
 import av
 
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_file, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, print_summary, run_jobs,
-                            select_shard)
+                            frame_rate, is_complete_video, iter_cfr_frames, run_jobs, select_shard,
+                            summarize)
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     status = resize_folder(args.input, args.output, args.short_side, args.workers, args.shard, args.crf,
                            args.preset, progress=not args.no_progress)
-    return print_summary(status, "resized")
+    report, failures = summarize(status, "resized")
+    print(report)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
