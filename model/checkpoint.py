@@ -85,7 +85,7 @@ def _numpy_safe_globals():
         import numpy
     except ImportError:
         return {}
-    multiarray = getattr(numpy, '_core', getattr(numpy, 'core', None)).multiarray  # numpy 2 / numpy 1
+    multiarray = numpy._core.multiarray if hasattr(numpy, '_core') else numpy.core.multiarray  # numpy 2 / 1
     safe = {'numpy.ndarray': numpy.ndarray, 'numpy.dtype': numpy.dtype}
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         safe[f'{module}.scalar'] = multiarray.scalar

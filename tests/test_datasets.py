@@ -26,7 +26,7 @@ SCALES = [4, 8, 16]
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate(str(root), seed=0, num_videos=3, num_mcq_videos=5, clips_per_video=(4, 5), chunk_len=5.0, fps=10,
-             frame_size=32)
+             frame_size=32, clip_duration=(1.6, 4.0))  # every clip has >= 16 frames at 10 fps
     return {"data_dir": str(root / "videos"), "meta_dir": str(root / "meta"), "root": root}
 
 
