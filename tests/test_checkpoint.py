@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from model.checkpoint import (CheckpointKeyError, CheckpointShapeError, ForeignObject, UnsafeCheckpointError,
                               load_checkpoint_file, load_vit_weights, load_weights)
-from model.model import FrozenInTime, MultiScaleFrozenInTime
+from model.model import FrozenInTime, MultiScaleFrozenInTime, build_video_model
 from model.video_transformer import SpaceTimeTransformer
 
 VIDEO = {'model': 'SpaceTimeTransformer', 'arch_config': 'tiny', 'img_size': 16, 'embed_dim': 16,
@@ -202,6 +202,9 @@ def test_vit_init_from_timm_state_dict(tmp_path, suffix):
     assert torch.equal(model.blocks[0].attn.qkv.weight, vit['blocks.0.attn.qkv.weight'])
     assert torch.equal(model.pos_embed[:, 0], vit['pos_embed'][:, 0])
     assert torch.all(model.blocks[0].timeattn.qkv.weight == 0) and torch.all(model.temporal_embed == 0)
+    from_params = build_video_model({'arch_config': 'tiny', 'img_size': 32, 'embed_dim': 16, 'depth': 1,
+                                     'num_heads': 2, 'pretrained': str(path)})
+    assert torch.equal(from_params.blocks[0].mlp.fc1.weight, vit['blocks.0.mlp.fc1.weight'])
 
 
 def test_missing_file_is_named(tmp_path):
