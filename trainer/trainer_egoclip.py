@@ -264,7 +264,8 @@ class Multi_Trainer_dist:
                 loader = DataLoader(loader.dataset, batch_sampler=_SkipFirstBatches(loader.batch_sampler,
                                                                                     self.batch_in_epoch),
                                     collate_fn=loader.collate_fn, num_workers=loader.num_workers,
-                                    pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
+                                    pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+                                    generator=loader.generator)
             iterators.append(iter(loader))
         if self._resume_rng is not None:  # after creating the iterators, which draw seeds from the global RNG
             restore_rng(self._resume_rng)
