@@ -102,3 +102,11 @@ def test_transform_dict_splits():
     assert isinstance(tsfms["train"], TrainVideoTransform)
     assert isinstance(tsfms["val"], EvalVideoTransform) and tsfms["test"] is tsfms["val"]
     assert tsfms["train"].input_res == 32
+
+
+def test_hflip_prob_from_tsfm_params():
+    rng = np.random.default_rng(0)
+    never = init_video_transform_dict(input_res=16, hflip_prob=0.0)["train"]
+    always = init_video_transform_dict(input_res=16, hflip_prob=1.0)["train"]
+    assert not any(never.sample_params(32, 32, rng).flip for _ in range(50))
+    assert all(always.sample_params(32, 32, rng).flip for _ in range(50))
