@@ -69,9 +69,19 @@ def _text_config(name, overrides):
 
 
 def build_text_model(text_params):
-    """The Hugging Face encoder named by `text_params` (random weights when `pretrained` is false)."""
+    """The Hugging Face encoder named by `text_params` (random weights when `pretrained` is false).
+
+    A pooler (BERT's) is removed: only [CLS] of the last hidden state is used, and parameters that never
+    get a gradient would stall DDP's gradient reduction.
+    """
+    model = _load_text_model(validate_text_params(text_params))
+    if getattr(model, 'pooler', None) is not None:
+        model.pooler = None
+    return model
+
+
+def _load_text_model(params):
     from transformers import AutoModel
-    params = validate_text_params(text_params)
     name, overrides = params['model'], params['config_overrides']
     if not params['pretrained']:
         config = _text_config(name, overrides)

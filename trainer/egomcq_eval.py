@@ -75,7 +75,9 @@ def evaluate_egomcq(model, loader: DataLoader, device: torch.device,
             text_embeds = model.compute_text(tokens)
             if isinstance(video, dict):
                 video = {k: v.to(device, non_blocking=True) for k, v in video.items()}
-                fused, per_scale = model.compute_video(video, return_scales=True)
+                mask = batch.get("scale_mask")  # [B, 5, S]: scales each choice clip is long enough for
+                mask = None if mask is None else mask.flatten(0, 1).to(device)
+                fused, per_scale = model.compute_video(video, scale_mask=mask, return_scales=True)
                 outputs = {"": fused, **{f"scale{s}/": e for s, e in per_scale.items()}}
             else:
                 outputs = {"": model.compute_video(video.to(device, non_blocking=True))}
