@@ -101,6 +101,8 @@ def test_set_index_out_of_range_names_the_file(tmp_path):
      r"exp\.json: missing required key 'data_loader\[0\]\.args\.data_dir'"),
     (lambda c: c.pop("loss"), r"exp\.json: missing required key 'loss'"),
     (lambda c: c.__setitem__("name", 3), r"exp\.json: wrong type for 'name': expected str, got int"),
+    (lambda c: c.__setitem__("metrics", ["egomcq_acuracy"]),
+     r"exp\.json: unknown metric 'metrics\[0\]' = 'egomcq_acuracy'; did you mean 'egomcq_accuracy'\?"),
     (lambda c: c["arch"].update(type="TinyArc"),
      r"exp\.json: 'arch\.type': unknown arch type 'TinyArc' .*did you mean 'TinyArch'\?"),
     (lambda c: c["optimizer"]["args"].update(params=[]),

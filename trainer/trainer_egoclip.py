@@ -371,7 +371,7 @@ class Multi_Trainer_dist:
         step = self.global_step
         self._scalar("loss/total", loss, step)
         for key, value in components.items():
-            group = "schedule" if key in ("lambda", "temperature") else "loss"
+            group = {"lambda": "schedule", "temperature": "schedule", "num_pairs": "data"}.get(key, "loss")
             self._scalar(f"{group}/{key}", value, step)
         for group in self.optimizer.param_groups:
             self._scalar(f"schedule/lr_{group.get('name', 'group')}", group["lr"], step)

@@ -50,6 +50,7 @@ PLAIN_SECTIONS = {"name": (str, True), "metrics": (list, False), "trainer": (dic
 REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader")}
 LIST_ALLOWED = {"data_loader", "valid_data_loader"}
 TRAINER_OPTIONS = "trainer.options.TrainerOptions"
+METRICS_MODULE = "model.metric"
 
 
 class ConfigError(ValueError):
@@ -197,6 +198,11 @@ def _validate(config: dict, required_sections) -> None:
             _validate_typed(section, value, section)
     params, var_kw = _signature_params(_import_object(TRAINER_OPTIONS))
     check_kwargs(config["trainer"], params, var_kw, "trainer")
+    metric_module = importlib.import_module(METRICS_MODULE)
+    for i, name in enumerate(config.get("metrics", [])):
+        if not callable(getattr(metric_module, str(name), None)):
+            names = [n for n, v in vars(metric_module).items() if inspect.isfunction(v) and not n.startswith("_")]
+            raise ConfigError(f"unknown metric 'metrics[{i}]' = {name!r}{_closest(str(name), names)}")
 
 
 def _validate_typed(section: str, entry, where: str) -> None:
