@@ -76,8 +76,11 @@ def run_training(config: dict, trainer_cls=MultiScale_Trainer_dist, resume=None)
     return parser.run_dir, metrics
 
 
-def weights(path):
-    return load_training_checkpoint(path)["state_dict"]
+def tensorboard_scalars(log_dir: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def assert_same_weights(a: dict, b: dict):
@@ -92,6 +95,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(synthetic, tmp_path, m
     full = load_training_checkpoint(full_dir / "latest.pth")
     steps_per_epoch = full["global_step"] // 2
     assert steps_per_epoch >= 2
+    scalars = tensorboard_scalars(full_dir / "tensorboard")
+    for tag in ("loss/total", "loss/egonce", "loss/temporal", "schedule/temperature", "schedule/lambda",
+                "schedule/lr_decay", "schedule/lr_no_decay", "schedule/lr_new", "fusion/weight_s2",
+                "fusion/weight_s4", "data/num_pairs", "perf/samples_per_s", "perf/data_wait_fraction"):
+        assert len(scalars[tag]) == full["global_step"], tag
+    temperatures = scalars["schedule/temperature"]
+    assert temperatures[0] == pytest.approx(0.1) and temperatures == sorted(temperatures, reverse=True)
+    assert scalars["schedule/lambda"][0] == pytest.approx(0.5 * 0.1)  # consistency_weight x lambda_start
 
     # SIGTERM during epoch 2: the trainer finishes the step, writes latest.pth and stops.
     stop_at = steps_per_epoch + 1
