@@ -304,6 +304,9 @@ def load_vit_weights(video_model, path):
     is resized to the model's patch grid.
     """
     report = load_weights(video_model, path, strict=False)
+    if not any(key.startswith('blocks.') for key in report.loaded):
+        raise CheckpointKeyError(f"ViT init from {path}: no transformer block weights matched (keys must look like "
+                                 f"timm's 'blocks.0.attn.qkv.weight'; found e.g. {summarise_keys(report.unexpected)})")
     logger.info("ViT init from %s: %d tensors loaded, new (not in the ViT): %s; not used: %s", path,
                 len(report.loaded), summarise_keys(report.missing), summarise_keys(report.unexpected) or 'none')
     return report

@@ -207,6 +207,15 @@ def test_vit_init_from_timm_state_dict(tmp_path, suffix):
     assert torch.equal(from_params.blocks[0].mlp.fc1.weight, vit['blocks.0.mlp.fc1.weight'])
 
 
+def test_vit_init_that_matches_no_block_is_an_error(tmp_path):
+    """A ViT saved under another prefix ('vit.blocks...') would silently load nothing."""
+    path = tmp_path / 'prefixed.pth'
+    torch.save({'vit.blocks.0.attn.qkv.weight': torch.randn(48, 16), 'vit.cls_token': torch.randn(1, 1, 16)}, path)
+    model = SpaceTimeTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_frames=4)
+    with pytest.raises(CheckpointKeyError, match='no transformer block weights matched'):
+        load_vit_weights(model, path)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         load_checkpoint_file(tmp_path / 'nope.pth')

@@ -32,4 +32,4 @@ def test_seed_hyperparameters_of_the_multiscale_config():
 def test_demo_model_builds_offline():
     config = ConfigParser.from_file(CONFIGS / "demo" / "multiscale_demo.json")
     model = config.init_obj("arch")
-    assert model.scales == [4, 8, 16] or tuple(model.scales) == (4, 8, 16)
+    assert model.scales == (4, 8, 16)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.checkpoint import CheckpointKeyError
 from model.loss import MultiScaleEgoNCE
 from trainer import launch
 from trainer.egomcq_eval import evaluate_egomcq
@@ -225,3 +226,45 @@ def test_egovlp_layout_checkpoint_evaluates_through_run_script(synthetic, tmp_pa
     written = json.loads((tmp_path / "tiny" / "eval" / "egomcq_results.json").read_text())
     expected = evaluate_egomcq(model, parser.init_all("valid_data_loader")[0], torch.device("cpu"))
     assert {k: written[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize("multiscale", [False, True], ids=["single_scale", "multi_scale"])
+def test_scene_aware_negatives_reach_the_loss(synthetic, tmp_path, monkeypatch, multiscale):
+    config = tiny_config(synthetic, tmp_path, multiscale=multiscale)
+    config["data_loader"]["args"]["neg_param"] = 60
+    config["trainer"].update(epochs=1, max_steps_per_epoch=1)
+    seen = []
+    original = MultiScaleEgoNCE.forward
+
+    def record(self, text_embeds, video_embeds, verb_vec=None, noun_vec=None, temporal_pairs=None, **kwargs):
+        seen.append((text_embeds.shape[0], video_embeds.shape[0], verb_vec.shape[0], noun_vec.shape[0],
+                     int(temporal_pairs[:, :2].max()) if temporal_pairs is not None and len(temporal_pairs) else -1))
+        return original(self, text_embeds, video_embeds, verb_vec, noun_vec, temporal_pairs, **kwargs)
+
+    monkeypatch.setattr(MultiScaleEgoNCE, "forward", record)
+    run_training(config, MultiScale_Trainer_dist if multiscale else Multi_Trainer_dist)
+    batch_size = config["data_loader"]["args"]["batch_size"]
+    assert seen[0][:4] == (2 * batch_size,) * 4
+    assert seen[0][4] < batch_size  # temporal pairs still index the batch's own clips
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_a_training_run(synthetic, tmp_path):
+    config = tiny_config(synthetic, tmp_path, multiscale=False)
+    bare = tmp_path / "bare.pth"
+    torch.save(ConfigParser(copy.deepcopy(config), device="cpu").init_obj("arch").state_dict(), bare)
+    with pytest.raises(ValueError, match=r"bare\.pth is not a training checkpoint of this project .*load_checkpoint"):
+        run_training(config, Multi_Trainer_dist, resume=str(bare))
+
+
+def test_evaluation_refuses_a_checkpoint_that_does_not_fit(synthetic, tmp_path):
+    config = tiny_config(synthetic, tmp_path, multiscale=False, valid=True)
+    state = ConfigParser(copy.deepcopy(config), device="cpu").init_obj("arch").state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("vid_proj.")}
+    path = tmp_path / "partial.pth"
+    torch.save({"state_dict": state}, path)
+    eval_config = {k: config[k] for k in ("name", "arch", "valid_data_loader", "trainer")}
+    parser = ConfigParser(eval_config, device="cpu", purpose="eval", resume=str(path))
+    with pytest.raises(CheckpointKeyError, match=r"strict load failed\n  missing \(2\): vid_proj\.\*\.bias"):
+        launch.evaluate(parser)
+    assert not list((tmp_path / "tiny").glob("*/egomcq_results.json"))
+

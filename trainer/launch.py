@@ -49,30 +49,34 @@ def train(config: ConfigParser, trainer_cls) -> dict:
         optimizer = config.init_obj("optimizer", groups)
         trainer = trainer_cls(model, loss_fn, optimizer, config, info, train_loaders, valid_loaders, config.run_dir)
         resume = config.resume
-        if resume is None and config.trainer_options.auto_resume and (config.run_dir / "latest.pth").exists():
-            resume = config.run_dir / "latest.pth"
+        latest = config.run_dir / "latest.pth"
+        # rank 0 decides, so ranks with a node-local save_dir still agree
+        if resume is None and config.trainer_options.auto_resume and distributed.broadcast_object(latest.exists()):
+            resume = latest
         if resume is not None:
             trainer.resume(resume)
-        metrics = trainer.train()
-        if info.is_main and metrics:
-            write_json(config.run_dir / "final_metrics.json", metrics)
-        return metrics
-    except TrainingInterrupted as stop:
-        logger.warning("%s", stop)
-        return {}
-    finally:
-        distributed.cleanup()
+        try:
+            metrics = trainer.train()
+        except TrainingInterrupted as stop:
+            logger.warning("%s", stop)
+            metrics = {}
+        else:
+            if info.is_main and metrics:
+                write_json(config.run_dir / "final_metrics.json", metrics)
+    except BaseException:
+        distributed.cleanup(failed=True)
+        raise
+    distributed.cleanup()
+    return metrics
 
 
 def evaluate(config: ConfigParser) -> dict:
     """Load ``config.resume`` (our checkpoint, EgoVLP's, or a bare state dict) and evaluate EgoMCQ."""
-    from model.checkpoint import load_weights
-
     info = start_run(config)
     try:
         model = build_model(config, info.device)
         if config.resume:
-            load_weights(model, config.resume)
+            model.load_weights(config.resume)  # strict: only parameters the architecture adds may be missing
         else:
             logger.warning("no --resume checkpoint given: evaluating the model as initialised")
         results = {}
@@ -82,9 +86,11 @@ def evaluate(config: ConfigParser) -> dict:
         if info.is_main:
             write_json(config.run_dir / "egomcq_results.json", {"checkpoint": str(config.resume), **results})
             print(format_egomcq(results), file=sys.stdout, flush=True)
-        return results
-    finally:
-        distributed.cleanup()
+    except BaseException:
+        distributed.cleanup(failed=True)
+        raise
+    distributed.cleanup()
+    return results
 
 
 def format_egomcq(results: dict) -> str:

@@ -5,6 +5,7 @@ Checkpoints hold only tensors and plain containers, so ``torch.load(weights_only
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -20,12 +21,27 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+TRAINING_STATE_KEYS = ("state_dict", "optimizer", "epoch", "batch_in_epoch", "global_step", "micro_step", "rng")
+
+
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """One of our checkpoints, loaded safely (weights only) on CPU."""
+    """One of our training checkpoints, loaded safely (weights only) on CPU.
+
+    Anything else (an EgoVLP checkpoint, a bare state dict) is refused with a pointer to the right option.
+    """
+    hint = ("to start training from other weights (e.g. EgoVLP's egovlp.pth) set arch.args.load_checkpoint; "
+            "-r/--resume continues one of this project's runs")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} is not a training checkpoint of this project ({err.__class__.__name__}); "
+                         f"{hint}") from None
+    missing = [key for key in TRAINING_STATE_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a training checkpoint of this project (no {missing}); {hint}")
+    return ckpt
 
 
 def capture_rng() -> dict:

@@ -57,6 +57,29 @@ class _SkipFirstBatches:
         return max(0, len(self.batch_sampler) - self.skip)
 
 
+SCENE_NEGATIVE_KEYS = ("video", "text", "verb_vec", "noun_vec", "scale_mask")
+
+
+def _concat_batch(first, second):
+    if isinstance(first, list):
+        return first + list(second)
+    if isinstance(first, dict):
+        return {key: torch.cat([first[key], second[key]]) for key in first}
+    return torch.cat([first, second])
+
+
+def append_scene_negatives(batch: dict) -> dict:
+    """EgoVLP's scene-aware negatives (dataset ``neg_param``): the ``*_neg`` clips appended after the batch's own
+    clips, so the loss sees 2B clips; ``temporal_pairs`` index the first B and stay valid."""
+    if "video_neg" not in batch:
+        return batch
+    merged = dict(batch)
+    for key in SCENE_NEGATIVE_KEYS:
+        if f"{key}_neg" in batch:
+            merged[key] = _concat_batch(batch[key], batch[f"{key}_neg"])
+    return merged
+
+
 def build_param_groups(model: nn.Module, base_lr: float, weight_decay: float, options) -> list[dict]:
     """AdamW groups: decayed weights; biases/norms without decay; new parameters (``options.new_param_patterns``,
     e.g. the fusion weights) at ``base_lr * new_param_lr_scale`` with ``new_param_weight_decay``."""
@@ -288,8 +311,9 @@ class Multi_Trainer_dist:
             step_time = time.perf_counter() - step_start
             samples = sum(len(b["text"]) for b in batches) * self.dist.world_size
             speed = samples / max(step_time + data_time, 1e-9)
-            if self.dist.is_main and (self.global_step % self.options.log_every == 0 or
-                                      self.batch_in_epoch == self.steps_per_epoch):
+            logged_step = outputs is not None and (self.global_step % self.options.log_every == 0 or
+                                                   self.batch_in_epoch == self.steps_per_epoch)
+            if self.dist.is_main and logged_step:  # (no outputs: a skipped non-finite step)
                 self._log_step(loss, components, outputs, speed, data_time / max(step_time + data_time, 1e-9))
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{speed:.1f}")
             bar.update(1)
@@ -314,6 +338,7 @@ class Multi_Trainer_dist:
 
         Returns ``(loss as float, components, outputs)``; a non-finite loss skips the step on every rank.
         """
+        batch = append_scene_negatives(batch)
         accum = self.options.grad_accum_steps
         boundary = (self.micro_step + 1) % accum == 0
         skip_grad_sync = self.dist.distributed and not boundary
@@ -327,7 +352,8 @@ class Multi_Trainer_dist:
                     step=self.global_step, epoch=self.epoch - 1, total_epochs=self.options.epochs)
             if self._agree(not torch.isfinite(loss).item()):
                 self._skip_nonfinite(loss)
-                return float("nan"), components, outputs
+                del outputs  # holds the autograd graph; free it before the next forward
+                return float("nan"), components, None
             self.consecutive_nonfinite = 0
             backward_loss = loss / accum
             (self.scaler.scale(backward_loss) if self.scaler else backward_loss).backward()

@@ -101,8 +101,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def cleanup() -> None:
-    """Leave the process group (safe to call when none exists)."""
+def cleanup(failed: bool = False) -> None:
+    """Leave the process group (safe to call when none exists).
+
+    After a failure there is no barrier: the other ranks may be inside a collective and would keep this
+    rank waiting for the whole timeout; exiting lets torchrun stop them.
+    """
     if is_dist():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
