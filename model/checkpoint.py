@@ -186,14 +186,16 @@ def _strip_prefixes(key):
 
 
 def resize_temporal_embed(embed, num_frames, fix='zeros'):
-    """Resize `[1, F, D]` to `[1, num_frames, D]`: 'zeros' truncates or zero-pads, 'interpolate' resamples."""
+    """Resize `[1, F, D]` to `[1, num_frames, D]` as EgoVLP does: a longer embedding is truncated (its later rows
+    are often untrained: EgoVLP trains 4 of 16); a shorter one is zero-padded ('zeros') or resampled ('interpolate').
+    """
     if fix not in TEMPORAL_EMBED_FIXES:
         raise ValueError(f"temporal embed fix must be one of {sorted(TEMPORAL_EMBED_FIXES)}, got {fix!r}")
+    if embed.shape[1] >= num_frames:
+        return embed[:, :num_frames].clone()
     if TEMPORAL_EMBED_FIXES[fix] == 'interpolate':
         resized = F.interpolate(embed.transpose(1, 2).float(), size=num_frames, mode='linear', align_corners=False)
         return resized.transpose(1, 2).to(embed.dtype)
-    if embed.shape[1] >= num_frames:
-        return embed[:, :num_frames].clone()
     padding = embed.new_zeros(embed.shape[0], num_frames - embed.shape[1], embed.shape[2])
     return torch.cat([embed, padding], dim=1)
 

@@ -12,6 +12,7 @@ state dict), 'time_init', 'input_res' / 'img_size', the overrides 'embed_dim', '
 'load_temporal_fix' ('zeros' | 'interpolate', for checkpoints with another temporal_embed length).
 EgoVLP's 'vit_init' and 'attention_style' ('frozen-in-time') are accepted.
 """
+import logging
 from typing import NamedTuple
 
 import torch
@@ -24,6 +25,8 @@ from model.presets import video_preset
 from model.text_encoder import (build_text_model, build_tokenizer, cls_embedding, text_embed_dim,
                                 validate_text_params)
 from model.video_transformer import SpaceTimeTransformer
+
+logger = logging.getLogger(__name__)
 
 VIDEO_PARAM_KEYS = ('model', 'arch_config', 'num_frames', 'pretrained', 'time_init', 'input_res', 'img_size',
                     'embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'temporal_embed_mode',
@@ -135,6 +138,17 @@ def validate_scales(scales, eval_scales=None):
     return scales, eval_scales
 
 
+def multiscale_video_params(video_params, scales):
+    """`video_params` with `num_frames` defaulting to the largest scale; fewer rows than that is logged, since
+    the longer scales then run on a resampled temporal embedding."""
+    params = {'num_frames': max(scales), **video_params}
+    if params['num_frames'] < max(scales):
+        logger.warning("video_params.num_frames=%d < largest scale %d: the temporal embedding is resampled for "
+                       "longer inputs (and an EgoVLP checkpoint's 16 rows are truncated to %d first)",
+                       params['num_frames'], max(scales), params['num_frames'])
+    return params
+
+
 class MultiScaleEmbeddings(NamedTuple):
     """Fused `[B, D]`, per-scale `{scale: [B, D]}` (scales computed), and fusion weights `[B, S]`."""
 
@@ -212,7 +226,7 @@ class MultiScaleVideoEncoder(MultiScaleVideoPath, nn.Module):
                  eval_scales=None):
         super().__init__()
         scales, eval_scales = validate_scales(scales, eval_scales)
-        self.video_model = build_video_model({'num_frames': max(scales), **video_params})
+        self.video_model = build_video_model(multiscale_video_params(video_params, scales))
         self.vid_proj = nn.Sequential(nn.Linear(self.video_model.embed_dim, projection_dim))
         self._init_scales(scales, eval_scales, fusion_type, projection_dim)
 
@@ -232,7 +246,7 @@ class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
     def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None,
                  scales=(4, 8, 16), fusion_type='learned_weighted', eval_scales=None):
         scales, eval_scales = validate_scales(scales, eval_scales)
-        video_params = {'num_frames': max(scales), **video_params}
+        video_params = multiscale_video_params(video_params, scales)
         if load_checkpoint:
             video_params, text_params = _without_pretrained(video_params), _without_pretrained(text_params)
         super().__init__(video_params, text_params, projection_dim=projection_dim, projection=projection)
