@@ -145,7 +145,7 @@ def main(argv=None):
     print(f"\ntrained {args.steps} steps in {elapsed:.1f} s ({elapsed / args.steps:.2f} s/step)")
     print(f"loss on the {len(batches)} fixed batch(es), eval mode, temperature "
           f"{loss_fn.current_temperature(args.steps):.4f}: before training {before:.4f}, after {after:.4f} "
-          f"({'decreased' if after < before else 'did not decrease'} by {before - after:.4f})")
+          f"({'decreased' if after < before else 'did NOT decrease'}: {after - before:+.4f})")
     return 0
 
 

@@ -83,7 +83,8 @@ def main(argv=None):
         print_weights("fusion weights [B, S]", out.fusion_weights, args.scales)
         stacked = torch.stack([out.scale_embeds[s] for s in args.scales], dim=1)
         manual = (out.fusion_weights.unsqueeze(-1) * stacked).sum(dim=1)
-        print(f"  fused == sum_s weight_s * embedding_s: max |difference| {(manual - out.video_embeds).abs().max():.2e}")
+        difference = (manual - out.video_embeds).abs().max()
+        print(f"  fused == sum_s weight_s * embedding_s: max |difference| {difference:.2e}")
 
         mask = torch.ones(args.batch_size, len(args.scales), dtype=torch.bool)
         mask[0, -1] = False   # sample 0: the last scale is unusable (e.g. a clip too short for it)
