@@ -26,10 +26,7 @@ import numpy as np  # noqa: E402
 
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ  # noqa: E402
 from data_loader.samplers import TemporalPairBatchSampler  # noqa: E402
-from utils.synthetic import generate  # noqa: E402
-
-SMALL_DATASET = {"num_videos": 6, "num_mcq_videos": 5, "clips_per_video": (6, 8)}
-
+from utils.synthetic import ensure_dataset  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,14 +40,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
-
-def ensure_dataset(root: Path, small: bool) -> None:
-    if (root / "meta" / "egomcq.json").exists():
-        print(f"using the synthetic dataset in {root}")
-        return
-    print(f"generating the {'small ' if small else ''}synthetic dataset in {root} ...")
-    summary = generate(str(root), seed=0, **(SMALL_DATASET if small else {}))
-    print(f"  {summary['num_clips']} clips in {summary['num_videos']} videos")
 
 
 def print_adjacency(metadata, max_gap):

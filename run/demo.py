@@ -18,21 +18,12 @@ from trainer.launch import evaluate, train  # noqa: E402
 from trainer.trainer_egoclip import Multi_Trainer_dist  # noqa: E402
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser, set_by_path  # noqa: E402
-from utils.synthetic import generate  # noqa: E402
+from utils.synthetic import ensure_dataset  # noqa: E402
 
 RUNS = {
     "multi-scale (4+8+16 frames)": (ROOT / "configs/demo/multiscale_demo.json", MultiScale_Trainer_dist),
     "single-scale baseline (4 frames)": (ROOT / "configs/demo/egoclip_demo.json", Multi_Trainer_dist),
 }
-
-
-def ensure_dataset(root: Path) -> None:
-    if (root / "meta" / "egomcq.json").exists():
-        print(f"using the synthetic dataset in {root}", flush=True)
-        return
-    print(f"generating the synthetic dataset in {root} ...", flush=True)
-    summary = generate(str(root), seed=0)
-    print(f"  {summary['num_clips']} training clips, {summary['num_inter'] + summary['num_intra']} EgoMCQ questions", flush=True)
 
 
 def load_config(path: Path, data: Path, overrides: list[str], device: str, run_id: str | None = None,
@@ -54,7 +45,7 @@ def main(argv=None) -> int:
     cli.add_argument("-d", "--device", default="auto")
     args = cli.parse_args(argv)
     data = Path(args.data)
-    ensure_dataset(data)
+    ensure_dataset(data, log=lambda line: print(line, flush=True))
     results = {}
     for label, (config_path, trainer_cls) in RUNS.items():
         if trainer_cls is Multi_Trainer_dist and not args.baseline:

@@ -32,6 +32,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -373,6 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="processes encoding videos")
     parser.add_argument("--metadata-only", action="store_true", help="write meta/ only, no videos")
     return parser
+
+
+
+# A smaller set for quick runs (examples with --small, tests).
+SMALL_DATASET = {"num_videos": 6, "num_mcq_videos": 5, "clips_per_video": (6, 8)}
+
+
+def ensure_dataset(root, small: bool = False, log=print) -> None:
+    """Generate the synthetic dataset in ``root`` (seed 0; ``small``: SMALL_DATASET) unless it is there already."""
+    root = Path(root)
+    if (root / "meta" / "egomcq.json").exists():
+        log(f"using the synthetic dataset in {root}")
+        return
+    log(f"generating the {'small ' if small else ''}synthetic dataset in {root} ...")
+    summary = generate(str(root), seed=0, **(SMALL_DATASET if small else {}))
+    log(f"  {summary['num_clips']} training clips in {summary['num_videos']} videos, "
+        f"{summary['num_inter'] + summary['num_intra']} EgoMCQ questions")
 
 
 def main(argv: list[str] | None = None) -> int:
