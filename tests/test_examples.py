@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from utils.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(str(root), seed=1, num_videos=4, num_mcq_videos=5, clips_per_video=(5, 6), chunk_len=6.0, fps=8,
-             frame_size=32, clip_duration=(1.0, 2.0))
-    return root
+@pytest.fixture
+def synthetic(tiny_synthetic):
+    return tiny_synthetic
 
 
 def run_example(name: str, *args) -> str:

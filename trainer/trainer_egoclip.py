@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from trainer.egomcq_eval import evaluate_egomcq
+from trainer.egomcq_eval import evaluate_loaders
 from trainer.state import capture_rng, load_training_checkpoint, restore_rng, save_atomic
 from utils import distributed
 from utils.distributed import DistInfo
@@ -411,11 +411,7 @@ class Multi_Trainer_dist:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict:
-        metrics = {}
-        for i, loader in enumerate(self.valid_loaders):
-            prefix = "" if len(self.valid_loaders) == 1 else f"loader{i}/"
-            result = evaluate_egomcq(self.model, loader, self.device, self.autocast, self.options.tqdm)
-            metrics.update({prefix + k: v for k, v in result.items()})
+        metrics = evaluate_loaders(self.model, self.valid_loaders, self.device, self.autocast, self.options.tqdm)
         for key, value in metrics.items():
             if not key.endswith("_questions"):
                 self._scalar(f"val/{key}", value, self.global_step)
