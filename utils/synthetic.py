@@ -108,6 +108,7 @@ class SyntheticConfig:
     num_colours: int = 4
     num_shapes: int = 3
     num_verbs: int = len(VERBS)
+    object_size: float = 0.18  # object radius as a fraction of the short side (stretch/squeeze x0.5..1.5)
 
     def validate(self) -> None:
         checks = [
@@ -124,6 +125,7 @@ class SyntheticConfig:
              "clip_duration must be (lo, hi) seconds, 0 < lo <= hi"),
             (0 <= self.idle_gap[0] <= self.idle_gap[1], "idle_gap must be (lo, hi) seconds, 0 <= lo <= hi"),
             (self.chunk_len > 0 and self.fps > 0, "chunk_len and fps must be positive"),
+            (0.05 <= self.object_size <= 0.2, "object_size must be in [0.05, 0.2] of the short side"),
             (all(s >= 16 and s % 2 == 0 for s in self.frame_size), "frame_size must be even and >= 16"),
         ]
         for ok, message in checks:
@@ -138,9 +140,9 @@ class SyntheticConfig:
         return f"{COLOURS[noun // self.num_shapes][0]} {SHAPES[noun % self.num_shapes]}"
 
 
-def _action(rng: np.random.Generator, verb: str, height: int, width: int) -> dict[str, float]:
+def _action(rng: np.random.Generator, verb: str, height: int, width: int, object_size: float) -> dict[str, float]:
     """Random geometry of one action (keys of :class:`ClipPlan` from ``x0`` on), kept inside the frame."""
-    base = 0.12 * min(height, width)
+    base = object_size * min(height, width)
     margin = 1.5 * base + 1
     r = base * rng.uniform(0.9, 1.1)
     x, y = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
@@ -153,7 +155,7 @@ def _action(rng: np.random.Generator, verb: str, height: int, width: int) -> dic
         fraction = rng.uniform(0.08, 0.16) if verb.startswith("nudge") else rng.uniform(0.38, 0.55)
         distance = min(fraction * extent, extent - 2 * margin)
         low = margin + distance if dx + dy < 0 else margin
-        start = rng.uniform(low, low + extent - 2 * margin - distance)
+        start = rng.uniform(low, low + max(0.0, extent - 2 * margin - distance))
         key = "x" if dx else "y"
         geometry[f"{key}0"], geometry[f"{key}1"] = start, start + (dx + dy) * distance
     elif verb in ("put_down", "pick_up"):
@@ -182,7 +184,8 @@ def _plan_video(config: SyntheticConfig, index: int) -> VideoPlan:
     for _ in range(rng.integers(config.clips_per_video[0], config.clips_per_video[1] + 1)):
         duration = max(2, seconds(config.clip_duration, log_uniform=True))
         verb, noun = int(rng.integers(config.num_verbs)), int(rng.choice(nouns))
-        clips.append(ClipPlan(frame, frame + duration, verb, noun, **_action(rng, VERBS[verb][0], height, width)))
+        clips.append(ClipPlan(frame, frame + duration, verb, noun, **_action(rng, VERBS[verb][0], height, width,
+                                                                         config.object_size)))
         frame += duration + seconds(config.idle_gap)
     background = tuple(int(v) for v in rng.integers(70, 140) + rng.integers(-12, 13, size=3))
     return VideoPlan(uid, frame + seconds((0.5, 1.5)), background, tuple(clips))
@@ -321,20 +324,22 @@ def generate(out_dir: str, seed: int = 0, num_videos: int = 30, num_mcq_videos: 
              clips_per_video: tuple[int, int] = (10, 14), objects_per_video: tuple[int, int] = (2, 3),
              clip_duration: tuple[float, float] = (1.0, 4.0), idle_gap: tuple[float, float] = (0.0, 0.8),
              chunk_len: float = 10.0, fps: int = 15, frame_size: int | tuple[int, int] = 64,
-             num_colours: int = 4, num_shapes: int = 3, num_verbs: int = len(VERBS), workers: int = 1,
-             write_videos: bool = True, progress: bool = False) -> dict:
+             num_colours: int = 4, num_shapes: int = 3, num_verbs: int = len(VERBS), object_size: float = 0.18,
+             workers: int = 1, write_videos: bool = True, progress: bool = False) -> dict:
     """Write the synthetic dataset under ``out_dir``; returns a summary dict (counts, sizes).
 
     ``num_videos`` narrated training videos (egoclip.csv) and ``num_mcq_videos`` held-out videos
     (egomcq.json), each with ``clips_per_video`` clips of ``clip_duration`` seconds separated by
     ``idle_gap`` seconds, ``objects_per_video`` objects out of ``num_colours x num_shapes`` nouns and
     ``num_verbs`` actions; frames ``frame_size`` (int or (H, W)) at ``fps``, chunks of ``chunk_len`` s.
+    Objects have a radius of ``object_size`` × the short side: at 64 px and 16-px patches, 0.18 (a 23-px object)
+    keeps shapes tellable apart; at 0.12 a tiny model learns colour but hardly shape.
     ``workers`` processes encode videos; ``write_videos=False`` writes the metadata only.
     """
     size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
     config = SyntheticConfig(seed, num_videos, num_mcq_videos, tuple(clips_per_video), tuple(objects_per_video),
                              tuple(clip_duration), tuple(idle_gap), float(chunk_len), int(fps), size,
-                             num_colours, num_shapes, num_verbs)
+                             num_colours, num_shapes, num_verbs, float(object_size))
     config.validate()
     plans = [_plan_video(config, i) for i in range(num_videos + num_mcq_videos)]
     train, mcq = plans[:num_videos], plans[num_videos:]
@@ -371,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-colours", type=int, default=4, help=f"at most {len(COLOURS)}")
     parser.add_argument("--num-shapes", type=int, default=3, help=f"at most {len(SHAPES)}")
     parser.add_argument("--num-verbs", type=int, default=len(VERBS), help=f"at most {len(VERBS)}")
+    parser.add_argument("--object-size", type=float, default=0.18, help="object radius / short side")
     parser.add_argument("--workers", type=int, default=1, help="processes encoding videos")
     parser.add_argument("--metadata-only", action="store_true", help="write meta/ only, no videos")
     return parser
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                        clips_per_video=tuple(args.clips_per_video), chunk_len=args.chunk_len, fps=args.fps,
                        frame_size=args.size[0] if len(args.size) == 1 else tuple(args.size),
                        num_colours=args.num_colours, num_shapes=args.num_shapes, num_verbs=args.num_verbs,
+                       object_size=args.object_size,
                        workers=args.workers, write_videos=not args.metadata_only, progress=True)
     print(json.dumps(summary, indent=1))
     return 0
