@@ -11,6 +11,7 @@ import os
 
 import av
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -127,9 +128,10 @@ class EgoClip_EgoMCQ(Dataset):
     def _build_segments(self) -> None:
         """Rows grouped by (video, ``narration_time // neg_param``): rows of segment s are
         ``_segment_rows[_segment_offsets[s]:_segment_offsets[s + 1]]``."""
-        chunk = np.floor_divide(self.metadata["narration_time"].to_numpy(), self.neg_param)
-        keys = self.metadata["video_uid"].astype(str) + "_" + chunk.astype(str)
-        codes, uniques = keys.factorize()
+        chunk = np.floor_divide(self.metadata["narration_time"].to_numpy(dtype=np.float64), self.neg_param)
+        video_codes = pd.factorize(self.metadata["video_uid"])[0].astype(np.int64)  # categorical: no strings made
+        chunk_codes = pd.factorize(chunk)[0].astype(np.int64)
+        codes, uniques = pd.factorize(video_codes * (int(chunk_codes.max(initial=0)) + 1) + chunk_codes)
         self._segment_of_row = codes.astype(np.int64)
         self._segment_rows = np.argsort(codes, kind="stable")
         self._segment_offsets = np.searchsorted(codes[self._segment_rows], np.arange(len(uniques) + 1))
@@ -150,9 +152,10 @@ class EgoClip_EgoMCQ(Dataset):
 
     # ------------------------------------------------------------------ rows and paths
     def _train_clip(self, index: int) -> ClipRow:
-        row = self.metadata.iloc[index]
-        return ClipRow(row.video_uid, float(row.clip_start), float(row.clip_end), float(row.narration_time),
-                       row.clip_text)
+        meta = self.metadata  # columns read one cell each: no row Series is built
+        return ClipRow(meta["video_uid"].iat[index], float(meta["clip_start"].iat[index]),
+                       float(meta["clip_end"].iat[index]), float(meta["narration_time"].iat[index]),
+                       meta["clip_text"].iat[index])
 
     def _get_video_path(self, sample) -> tuple[list[str], list[float], float]:
         """EgoVLP's (chunk paths of clip start and end, [start, end] seconds, end of the start chunk)."""

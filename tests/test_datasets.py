@@ -4,6 +4,7 @@ import os
 import pickle
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,7 +12,8 @@ import torch
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, MCQClipError
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.data_loader import EgoClipDataLoader, MultiScaleEgoClipDataLoader
-from data_loader.metadata import (EGOCLIP_COLUMNS, load_egoclip, load_egomcq, load_taxonomy, parse_tag_list)
+from data_loader.metadata import (EGOCLIP_COLUMNS, PackedStrings, TagLists, load_egoclip, load_egomcq, load_taxonomy,
+                                  parse_tag_list)
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import EvalVideoTransform
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
@@ -60,7 +62,8 @@ def test_parse_tag_list_is_safe_and_strict():
             parse_tag_list(bad)
 
 
-def test_malformed_csv_rows_are_skipped_and_counted(tmp_path, caplog):
+@pytest.mark.parametrize("chunk_rows", [None, 1, 3])  # None: the default chunk; small ones cross chunk edges
+def test_malformed_csv_rows_are_skipped_and_counted(tmp_path, caplog, chunk_rows):
     rows = ["0\tv1\t100\tp\t0\t1.0\t0.5\t1.5\t#C C a\t[1]\t[2, 3]",
             "1\tv1\t100\tp\t1\t2.0\t1.5\t2.5\t#C C b\t[0]\t[2]\textra field",
             "2\tv1\t100\tp\t2\t3.0\t2.5\t3.5\t#C C c\t[1, x]\t[2]",
@@ -72,7 +75,7 @@ def test_malformed_csv_rows_are_skipped_and_counted(tmp_path, caplog):
     path = tmp_path / "egoclip.csv"
     path.write_text("\t".join(EGOCLIP_COLUMNS) + "\n" + "\n".join(rows) + "\n")
     with caplog.at_level(logging.WARNING, logger="data_loader.metadata"):
-        table = load_egoclip(str(path), num_verbs=3, num_nouns=5)
+        table = load_egoclip(str(path), num_verbs=3, num_nouns=5, **({"chunk_rows": chunk_rows} if chunk_rows else {}))
     assert table.skipped == {"malformed line": 1, "non-numeric time": 1, "clip_end < clip_start": 1, "bad tags": 3}
     assert len(table) == 2 and table.num_skipped == 6
     assert list(table.frame.video_uid) == ["v1", "v2"] and list(table.frame.clip_text) == ["#C C a", "#C C h"]
@@ -80,6 +83,75 @@ def test_malformed_csv_rows_are_skipped_and_counted(tmp_path, caplog):
     assert table.verb_ids[0].tolist() == [1] and table.noun_ids[0].tolist() == [2, 3] and table.noun_ids[1].size == 0
     summaries = [r for r in caplog.records if "skipped 6 of 8 rows" in r.getMessage()]
     assert len(summaries) == 1 and "[3, 4, 5, 6, 7]" in summaries[0].getMessage()
+
+
+def test_egoclip_table_is_compact_and_exact(tmp_path):
+    """No per-row Python objects: categorical uids/sources, packed narrations, float64 times; values exact."""
+    texts = ["#C C picks a bag of clothes from the floor", "", "#C C cuts the café's crème brûlée ✓",
+             "#O man X says \"hi\"", "#C C opens the door", "#C C opens the door"]
+    uids = ["001e3e4e-2743-47fc-8564-d5efd11f9e90", "b", "001e3e4e-2743-47fc-8564-d5efd11f9e90", "a", "b", "c"]
+    frame = pd.DataFrame({"clip_idx": range(6), "video_uid": uids, "video_dur": [128.033333] * 6,
+                          "narration_source": ["narration_pass_1", "narration_pass_2"] * 3,
+                          "narration_ind": range(6), "narration_time": [3.3445, 0.1, 2.5, 7.0, 8.25, 1e-06],
+                          "clip_start": [2.967651, 0.0, 2.0, 6.5, 8.0, 0.0],
+                          "clip_end": [3.721266, 0.2, 3.0, 7.5, 8.5, 0.000002],
+                          "clip_text": texts, "tag_verb": ["[93]", "[0]", "[1]", "[2]", "(3,)", "[]"],
+                          "tag_noun": ["[192, 115, 12]", "[]", "[0, 1]", "[2]", "[3]", "[581]"]})
+    path = tmp_path / "egoclip.csv"
+    frame.to_csv(path, sep="\t", index=False)
+    for chunk_rows in (2, 100):
+        table = load_egoclip(str(path), chunk_rows=chunk_rows)
+        meta = table.frame
+        assert list(meta.columns) == ["video_uid", "narration_source", "clip_text", "video_dur", "narration_ind",
+                                      "narration_time", "clip_start", "clip_end"]
+        assert not any(dtype == object for dtype in meta.dtypes), meta.dtypes
+        assert isinstance(meta["video_uid"].dtype, pd.CategoricalDtype)
+        assert isinstance(meta["narration_source"].dtype, pd.CategoricalDtype)
+        assert isinstance(meta["clip_text"].array, PackedStrings)
+        assert {meta[c].dtype for c in ("narration_time", "clip_start", "clip_end", "video_dur")} == {np.dtype(np.float64)}
+        # exact round trip of text, uids and the 6-decimal times
+        assert meta["clip_text"].tolist() == texts and [meta["clip_text"].iat[i] for i in range(6)] == texts
+        assert meta["video_uid"].tolist() == uids and meta["video_uid"].iat[2] == uids[2]
+        assert list(meta["video_uid"].cat.categories) == sorted(set(uids))  # sorts/groups like the strings
+        assert meta["clip_start"].tolist() == frame["clip_start"].tolist()
+        assert meta["clip_end"].tolist() == frame["clip_end"].tolist()
+        assert meta["narration_time"].tolist() == frame["narration_time"].tolist()
+        assert meta["narration_ind"].tolist() == list(range(6))
+        assert [table.noun_ids[i].tolist() for i in range(6)] == [[192, 115, 12], [], [0, 1], [2], [3], [581]]
+        # the DataFrame operations the examples use still work on these columns
+        ordered = meta.sort_values(["video_uid", "narration_time"])
+        assert ordered.index.tolist() == frame.sort_values(["video_uid", "narration_time"]).index.tolist()
+        assert meta.groupby("video_uid", observed=True).size().to_dict() == {uids[0]: 2, "a": 1, "b": 2, "c": 1}
+        assert meta[meta["clip_text"] == "#C C opens the door"].index.tolist() == [4, 5]
+        clone = pickle.loads(pickle.dumps(table))
+        assert clone.frame.equals(meta) and clone.frame["clip_text"].tolist() == texts
+        assert np.array_equal(clone.noun_ids.values, table.noun_ids.values)
+
+
+def test_packed_strings_behave_like_a_string_column():
+    texts = ["#C C a", "", "ünïcödé ✓", "x\ty", "#C C picks a bag"]
+    arr = PackedStrings.from_strings(texts)
+    assert len(arr) == 5 and list(arr) == texts and arr[-1] == texts[-1] and arr.nbytes < 200
+    assert arr[1:4].tolist() == texts[1:4] and arr[::2].tolist() == texts[::2]
+    assert arr[np.array([True, False, True, False, False])].tolist() == [texts[0], texts[2]]
+    assert arr.take([4, 0, -1]).tolist() == [texts[4], texts[0], texts[4]]
+    filled = arr.take([2, -1], allow_fill=True)
+    assert filled[0] == texts[2] and pd.isna(filled[1]) and filled.isna().tolist() == [False, True]
+    with pytest.raises(IndexError):
+        arr.take([5])
+    series = pd.Series(arr)
+    assert (series == "").tolist() == [False, True, False, False, False]
+    assert series.sort_values().tolist() == sorted(texts)
+    assert pd.concat([series, series.iloc[3:]], ignore_index=True).tolist() == texts + texts[3:]
+    assert series.astype(object).tolist() == texts and series.astype(str).tolist() == texts
+    assert series.str.len().tolist() == [len(t) for t in texts]
+    assert pickle.loads(pickle.dumps(series.iloc[2:4])).tolist() == texts[2:4]
+    view = arr[3:4]  # a view shares the buffer; its pickle and copy hold only its own bytes
+    assert view.copy()._buffer.nbytes == len(texts[3].encode()) and len(pickle.dumps(view)) < len(pickle.dumps(arr))
+    with pytest.raises(TypeError):
+        PackedStrings.from_strings([1])
+    assert [t.tolist() for t in [TagLists.concatenate([TagLists([(1,), ()]), TagLists([(2, 3)])])[i]
+                                 for i in range(3)]] == [[1], [], [2, 3]]
 
 
 def test_csv_errors_name_the_file(tmp_path):
@@ -279,6 +351,19 @@ def test_dataset_pickles_after_reading(synthetic):
     ds[0]
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._reader is None and len(clone) == len(ds)
+    assert clone.metadata.equals(ds.metadata) and isinstance(clone.metadata["clip_text"].array, PackedStrings)
+    assert [clone._train_clip(i) for i in range(len(ds))] == [ds._train_clip(i) for i in range(len(ds))]
+
+
+def test_scene_segments_group_rows_by_video_and_time_bucket(synthetic):
+    ds = dataset(synthetic, neg_param=10.0)
+    meta = ds.metadata
+    keys = [f"{u}_{t // 10.0}" for u, t in zip(meta["video_uid"], meta["narration_time"])]
+    expected, _ = pd.factorize(pd.Series(keys))  # the string keys the segments used to be built from
+    assert ds._segment_of_row.tolist() == expected.tolist()
+    for seg in range(len(ds._segment_offsets) - 1):
+        rows = ds._segment_rows[ds._segment_offsets[seg]:ds._segment_offsets[seg + 1]]
+        assert rows.tolist() == [i for i, code in enumerate(expected) if code == seg]
 
 
 def test_multiscale_loader_batches_follow_the_pair_sampler(synthetic):

@@ -162,6 +162,13 @@ def test_resize_cli_runs_one_shard(raw_dir, tmp_path):
     assert listing(tmp_path) == [os.path.join("sub", "portrait.mp4")]   # sorted inputs, every 2nd from 1
 
 
+def test_both_tools_share_the_encoder_and_batch_options():
+    for tool in (video_chunk, video_resize):
+        args = tool.build_parser().parse_args(["--input", "x", "--output", "y", "--crf", "18", "--shard", "1/4"])
+        assert (args.crf, args.preset, args.workers, args.shard, args.no_progress) == (18, "veryfast", 1, (1, 4),
+                                                                                       False)
+
+
 def test_cli_help_and_bad_shard():
     result = subprocess.run([sys.executable, "-m", "utils.video_chunk", "--help"], cwd=REPO,
                             capture_output=True, text=True, check=True)

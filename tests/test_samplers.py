@@ -81,6 +81,18 @@ def test_ratio_zero_is_plain_shuffled_batching():
     assert len({i for b in batches for i in b}) == 48
 
 
+def test_categorical_video_uids_give_the_same_batches():
+    """The EgoClip table keeps video_uid categorical; the sampler sees the same clips as with strings."""
+    meta = make_metadata()
+    compact = meta.assign(video_uid=meta["video_uid"].astype("category"))
+    plain = TemporalPairBatchSampler(meta, batch_size=10, temporal_pair_ratio=0.3, seed=3)
+    categorical = TemporalPairBatchSampler(compact, batch_size=10, temporal_pair_ratio=0.3, seed=3)
+    assert categorical.video_uids.tolist() == meta["video_uid"].tolist()
+    assert categorical.global_batches(1) == plain.global_batches(1)
+    batch = plain.global_batches(0)[0]
+    assert torch.equal(categorical.pairs_for_batch(batch), plain.pairs_for_batch(batch))
+
+
 def test_reads_a_dataset_metadata_attribute():
     class Dataset:
         metadata = make_metadata(n=60)

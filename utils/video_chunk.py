@@ -12,6 +12,7 @@ skipped, so a re-run after a crash resumes.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import itertools
 import logging
@@ -22,8 +23,8 @@ import av
 
 from data_loader.frame_sampling import chunk_of_frame
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, run_jobs, select_shard,
-                            summarize)
+                            frame_rate, is_complete_video, iter_cfr_frames, run_batch_tool, run_jobs,
+                            select_shard)
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ def chunk_folder(input_dir: str, output_dir: str, chunk_len: float = 600.0, work
                  progress: bool = True) -> dict[str, str]:
     """Chunk every video under ``input_dir`` of shard ``(index, count)``; returns ``{rel_path: status}``."""
     videos = find_videos(input_dir)
-    uids = [video_uid_of(v) for v in videos]
-    duplicates = sorted({u for u in uids if uids.count(u) > 1})
+    duplicates = sorted(u for u, n in collections.Counter(map(video_uid_of, videos)).items() if n > 1)
     if duplicates:
         raise ValueError(f"{input_dir}: several input files share the video uid(s) {duplicates}")
     job = functools.partial(_chunk_job, input_dir=input_dir, output_dir=output_dir, chunk_len=chunk_len,
@@ -103,20 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, help="folder of (resized) videos, walked recursively")
     parser.add_argument("--output", required=True, help="folder for <video_uid>/<k>.mp4 chunks")
     parser.add_argument("--chunk-len", type=float, default=600.0, help="seconds per chunk")
-    parser.add_argument("--crf", type=int, default=23, help="x264 constant rate factor")
-    parser.add_argument("--preset", default="veryfast", help="x264 preset")
-    add_batch_arguments(parser)
+    add_batch_arguments(parser, encoder=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    status = chunk_folder(args.input, args.output, args.chunk_len, args.workers, args.shard, args.crf,
-                          args.preset, progress=not args.no_progress)
-    report, failures = summarize(status, "chunked")
-    print(report)
-    return 1 if failures else 0
+    return run_batch_tool(build_parser(), argv, lambda args: chunk_folder(
+        args.input, args.output, args.chunk_len, args.workers, args.shard, args.crf, args.preset,
+        progress=not args.no_progress), "chunked")
 
 
 if __name__ == "__main__":

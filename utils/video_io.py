@@ -167,8 +167,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options shared by the batch tools: ``--workers``, ``--shard``, ``--no-progress``."""
+def add_batch_arguments(parser: argparse.ArgumentParser, encoder: bool = False) -> None:
+    """Add the options shared by the batch tools: ``--workers``, ``--shard``, ``--no-progress``, and with
+    ``encoder`` the x264 options ``--crf`` and ``--preset`` of the tools that re-encode."""
+    if encoder:
+        parser.add_argument("--crf", type=int, default=23, help="x264 constant rate factor")
+        parser.add_argument("--preset", default="veryfast", help="x264 preset")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--shard", type=_shard_argument, default=(0, 1), metavar="INDEX/COUNT",
                         help="process only shard INDEX of COUNT of the sorted inputs "
@@ -212,3 +216,14 @@ def summarize(status: dict[str, str], action: str) -> tuple[str, int]:
     lines = [f"{action} {done}, skipped {skipped} (already complete), failed {len(failed)}"]
     lines += [f"  {path}: {status[path]}" for path in failed]
     return "\n".join(lines), len(failed)
+
+
+def run_batch_tool(parser: argparse.ArgumentParser, argv: list[str] | None,
+                   run: Callable[[argparse.Namespace], dict[str, str]], action: str) -> int:
+    """A batch tool's ``main``: parse ``argv``, log to stderr, ``run(args)`` -> ``{input: status}``, print
+    the :func:`summarize` report; returns the exit status (1 when any input failed)."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report, failures = summarize(run(args), action)
+    print(report)
+    return 1 if failures else 0

@@ -18,8 +18,8 @@ import sys
 import av
 
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_file, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, run_jobs, select_shard,
-                            summarize)
+                            frame_rate, is_complete_video, iter_cfr_frames, run_batch_tool, run_jobs,
+                            select_shard)
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, help="folder of source videos (walked recursively)")
     parser.add_argument("--output", required=True, help="folder for the resized videos")
     parser.add_argument("--short-side", type=int, default=256, help="target short side in pixels (even)")
-    parser.add_argument("--crf", type=int, default=23, help="x264 constant rate factor")
-    parser.add_argument("--preset", default="veryfast", help="x264 preset")
-    add_batch_arguments(parser)
+    add_batch_arguments(parser, encoder=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    status = resize_folder(args.input, args.output, args.short_side, args.workers, args.shard, args.crf,
-                           args.preset, progress=not args.no_progress)
-    report, failures = summarize(status, "resized")
-    print(report)
-    return 1 if failures else 0
+    return run_batch_tool(build_parser(), argv, lambda args: resize_folder(
+        args.input, args.output, args.short_side, args.workers, args.shard, args.crf, args.preset,
+        progress=not args.no_progress), "resized")
 
 
 if __name__ == "__main__":
