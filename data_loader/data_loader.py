@@ -7,6 +7,7 @@ Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles and reseeds w
 """
 from __future__ import annotations
 
+import signal
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,13 @@ from data_loader.transforms import init_video_transform_dict
 SAMPLERS = ("temporal_pair", "random", "distributed")
 
 __all__ = ["EgoClipDataLoader", "MultiScaleEgoClipDataLoader", "TemporalPairBatchSampler"]
+
+
+def ignore_preemption_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM/SIGUSR1, which a cluster may send to every process
+    of a job; the main process then saves its checkpoint and shuts the workers down itself."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -75,7 +83,8 @@ class _TextVideoDataLoader(DataLoader):
         generator = torch.Generator()
         loader_args = dict(collate_fn=EgoClipCollate(max_temporal_gap), num_workers=num_workers,
                            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-                           persistent_workers=persistent_workers and num_workers > 0, generator=generator)
+                           persistent_workers=persistent_workers and num_workers > 0, generator=generator,
+                           worker_init_fn=ignore_preemption_signals)
         if num_workers > 0 and prefetch_factor is not None:
             loader_args["prefetch_factor"] = prefetch_factor
         if sampler == "temporal_pair":

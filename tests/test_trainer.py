@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,26 @@ def test_evaluation_refuses_a_checkpoint_that_does_not_fit(synthetic, tmp_path):
         launch.evaluate(parser)
     assert not list((tmp_path / "tiny").glob("*/egomcq_results.json"))
 
+
+
+def test_sigterm_to_the_whole_process_group_saves_and_exits(synthetic, tmp_path):
+    """A cluster signals every process of the job, DataLoader workers included: the run still checkpoints."""
+    config = tiny_config(synthetic, tmp_path)
+    config["data_loader"]["args"]["num_workers"] = 1
+    config["trainer"]["epochs"] = 100  # cannot finish before the signal
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen([sys.executable, str(ROOT / "run" / "train_multiscale_egoclip.py"), "-c", str(path),
+                                "-d", "cpu", "--run-id", "preempted"], cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "tiny" / "preempted" / "train.log"
+    deadline = time.time() + 240
+    while not (log.exists() and "epoch 1 step 1/" in log.read_text()):
+        assert process.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    ckpt = load_training_checkpoint(tmp_path / "tiny" / "preempted" / "latest.pth")
+    assert ckpt["global_step"] >= 1
+    assert "stopped by signal" in log.read_text()
