@@ -1,0 +1,1 @@
+"""Evaluators (reset / process / compute), registered in EVALUATORS."""

@@ -1,0 +1,1 @@
+"""Engine hooks (registered in HOOKS)."""
