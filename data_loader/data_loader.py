@@ -7,12 +7,10 @@ Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles and reseeds w
 """
 from __future__ import annotations
 
-import signal
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ
@@ -20,23 +18,12 @@ from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.collate import EgoClipCollate
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import init_video_transform_dict
+from utils.distributed import get_rank, get_world_size
+from data_loader.worker_signals import ignore_preemption_signals
 
 SAMPLERS = ("temporal_pair", "random", "distributed")
 
 __all__ = ["EgoClipDataLoader", "MultiScaleEgoClipDataLoader", "TemporalPairBatchSampler"]
-
-
-def ignore_preemption_signals(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM/SIGUSR1, which a cluster may send to every process
-    of a job; the main process then saves its checkpoint and shuts the workers down itself."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _TextVideoDataLoader(DataLoader):
@@ -77,7 +64,7 @@ class _TextVideoDataLoader(DataLoader):
         dataset = self.dataset_class(dataset_name=dataset_name, text_params=text_params, video_params=video_params,
                                      data_dir=data_dir, meta_dir=meta_dir, split=split, tsfms=tsfms, reader=reader,
                                      neg_param=neg_param)
-        self.rank, self.world_size = _rank_and_world()
+        self.rank, self.world_size = get_rank(), get_world_size()
         self.seed, self.dataset_name = int(seed), dataset_name
         drop_last = split == "train" if drop_last is None else drop_last
         generator = torch.Generator()

@@ -7,10 +7,10 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from data_loader.collate import temporal_pairs
+from utils.distributed import get_rank, get_world_size
 
 
 def temporal_columns(data_source) -> tuple[np.ndarray, np.ndarray]:
@@ -32,11 +32,9 @@ def temporal_columns(data_source) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    initialised = dist.is_available() and dist.is_initialized()
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if initialised else 1
-    if rank is None:
-        rank = dist.get_rank() if initialised else 0
+    """``(num_replicas, rank)``: the given values, else the process group's (1 and 0 without one); checked."""
+    num_replicas = get_world_size() if num_replicas is None else num_replicas
+    rank = get_rank() if rank is None else rank
     if num_replicas < 1 or not 0 <= rank < num_replicas:
         raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
     return num_replicas, rank

@@ -18,10 +18,12 @@ the world has a single rank.
 import torch
 import torch.distributed as dist
 
+from utils.distributed import get_rank, get_world_size
+
 
 def is_distributed():
     """True when torch.distributed is initialised with more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return get_world_size() > 1
 
 
 def gather_batch_sizes(local_size, device):
@@ -29,7 +31,7 @@ def gather_batch_sizes(local_size, device):
     if not is_distributed():
         return [int(local_size)]
     size = torch.tensor([int(local_size)], dtype=torch.int64, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    sizes = [torch.zeros_like(size) for _ in range(get_world_size())]
     dist.all_gather(sizes, size)
     return [int(s.item()) for s in sizes]
 
@@ -53,8 +55,7 @@ class _AllGatherSumBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor):
-        world_size = dist.get_world_size()
-        gathered = [torch.empty_like(tensor) for _ in range(world_size)]
+        gathered = [torch.empty_like(tensor) for _ in range(get_world_size())]
         dist.all_gather(gathered, tensor.contiguous())
         return torch.stack(gathered, dim=0)
 
@@ -62,7 +63,7 @@ class _AllGatherSumBackward(torch.autograd.Function):
     def backward(ctx, grad_gathered):
         grad = grad_gathered.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[dist.get_rank()]
+        return grad[get_rank()]
 
 
 def all_gather_with_grad(tensor, sizes=None):

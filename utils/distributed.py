@@ -64,14 +64,17 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
 
 
 def is_dist() -> bool:
+    """True when a torch.distributed process group is initialised (any world size)."""
     return dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
+    """This process's rank in the initialised process group; 0 without one."""
     return dist.get_rank() if is_dist() else 0
 
 
 def get_world_size() -> int:
+    """Number of ranks in the initialised process group; 1 without one."""
     return dist.get_world_size() if is_dist() else 1
 
 
