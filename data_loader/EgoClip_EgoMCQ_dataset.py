@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from data_loader.frame_sampling import chunk_index, sample_multiscale_indices, seconds_to_frame_range
+from data_loader.frame_sampling import sample_multiscale_indices
 from data_loader.metadata import ClipRow, MCQItem, load_egoclip, load_egomcq, load_taxonomy, multi_hot
 from data_loader.transforms import VideoTransform, frame_size, init_video_transform_dict
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
+from utils.egoclip_format import chunk_index, seconds_to_frame_range
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from pandas.api.extensions import ExtensionArray, ExtensionDtype, register_exten
 from pandas.api.indexers import check_array_indexer
 from pandas.api.types import is_integer, pandas_dtype
 
+from utils.egoclip_format import EGOCLIP_COLUMNS
+
 try:  # pandas' own ``.str`` methods for object arrays; internal, so optional
     from pandas.core.strings.object_array import ObjectStringArrayMixin as _StrMethods
 except ImportError:  # pragma: no cover - a pandas that moved it: ``.str`` needs ``.astype(str)`` first
@@ -35,8 +37,6 @@ except ImportError:  # pragma: no cover - a pandas that moved it: ``.str`` needs
 
 logger = logging.getLogger(__name__)
 
-EGOCLIP_COLUMNS = ("clip_idx", "video_uid", "video_dur", "narration_source", "narration_ind",
-                   "narration_time", "clip_start", "clip_end", "clip_text", "tag_verb", "tag_noun")
 TIME_COLUMNS = ("narration_time", "clip_start", "clip_end")
 # Ego4D taxonomy sizes, used when the dataset ships no taxonomy.json.
 EGO4D_NUM_VERBS = 118

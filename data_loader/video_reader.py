@@ -2,7 +2,7 @@
 
 Chunk ``k`` covers seconds ``[k * chunk_len, (k + 1) * chunk_len)`` of the source video. Unlike
 EgoVLP (30 fps assumed, one frame early), the real fps of each file is read and seconds map to
-frames exactly (see :mod:`data_loader.frame_sampling`); the chunks of one video must share one
+frames exactly (see :mod:`utils.egoclip_format`); the chunks of one video must share one
 frame rate (checked). A frame past a chunk's end comes from the next chunk, a frame past the end
 of the video is clamped to the last frame, and a clip that starts after the end of the video is an
 error. Every failure raises :class:`VideoReadError` naming file and clip.
@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_loader.frame_sampling import (chunk_index, chunk_of_frame, first_frame_of_chunk, sample_frame_indices,
-                                        sample_multiscale_indices, seconds_to_frame_range, time_to_frame)
+from data_loader.frame_sampling import sample_frame_indices, sample_multiscale_indices
 from data_loader.video_backends import BACKENDS, DecodeSize, VideoReadError, open_video
+from utils.egoclip_format import (chunk_index, chunk_of_frame, first_frame_of_chunk, seconds_to_frame_range,
+                                  time_to_frame)
 
 __all__ = ["ChunkedVideoReader", "VideoReadError"]
 

@@ -1,7 +1,9 @@
 """Temporal consistency between clips that are close in time in the same video.
 
-``EnhancedEgoNCEWithTemporal`` (the trainer-facing objective) lives in ``model.loss``,
-which imports this module; it is re-exported here lazily to avoid an import cycle.
+Two names are re-exported here for code that imports them from this module, each resolved on first
+access (module ``__getattr__``): ``EnhancedEgoNCEWithTemporal`` (the trainer-facing objective, in
+``model.loss``, which imports this module) and ``TemporalPairBatchSampler`` (in
+``data_loader.samplers``; importing the model package never imports the data package).
 """
 import torch
 import torch.nn as nn
@@ -120,7 +122,7 @@ class TemporalConsistencyLoss(nn.Module):
 
 
 def __getattr__(name):
-    """Lazy re-exports (``model.loss`` imports this module, so these cannot be imported at the top)."""
+    """The lazy re-exports named in the module docstring."""
     if name == 'TemporalPairBatchSampler':
         from data_loader.samplers import TemporalPairBatchSampler
         return TemporalPairBatchSampler

@@ -4,8 +4,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from data_loader.frame_sampling import (chunk_index, chunk_of_frame, first_frame_of_chunk, sample_frame_indices,
-                                        sample_multiscale_indices, seconds_to_frame_range, time_to_frame)
+from data_loader.frame_sampling import sample_frame_indices, sample_multiscale_indices
+from utils.egoclip_format import (chunk_index, chunk_of_frame, first_frame_of_chunk, seconds_to_frame_range,
+                                  time_to_frame)
 
 NTSC = float(Fraction(30000, 1001))
 

@@ -1,4 +1,7 @@
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +9,7 @@ import torch.nn.functional as F
 
 from model.temporal_loss import TemporalConsistencyLoss
 
+ROOT = Path(__file__).resolve().parents[1]
 # Unit vectors in the plane at known angles: cos between rows is cos(angle difference).
 ANGLES = [0.0, math.pi / 3, math.pi, math.pi / 2]
 
@@ -121,3 +125,12 @@ def test_gradient_pulls_pair_together():
     moved = F.normalize(video.detach() - 0.1 * video.grad, dim=-1)
     assert torch.dot(moved[0], moved[1]) > 0.0
     assert torch.equal(video.grad[2], torch.zeros(2))
+
+
+def test_model_package_imports_without_the_data_package_and_re_exports_the_sampler():
+    code = ("import sys, model.model, model.loss, model.temporal_loss as t\n"
+            "assert not [m for m in sys.modules if m.startswith('data_loader')], 'model imported data_loader'\n"
+            "from data_loader.samplers import TemporalPairBatchSampler\n"
+            "assert t.TemporalPairBatchSampler is TemporalPairBatchSampler\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

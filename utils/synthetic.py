@@ -36,11 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_loader.frame_sampling import chunk_of_frame
+from utils.egoclip_format import EGOCLIP_COLUMNS, chunk_of_frame
 from utils.video_io import H264Writer, atomic_dir, atomic_file, run_jobs
-
-EGOCLIP_COLUMNS = ("clip_idx", "video_uid", "video_dur", "narration_source", "narration_ind",
-                   "narration_time", "clip_start", "clip_end", "clip_text", "tag_verb", "tag_noun")
 
 COLOURS = (("red", (220, 50, 50)), ("green", (50, 190, 70)), ("blue", (60, 90, 235)),
            ("yellow", (235, 215, 50)), ("magenta", (210, 70, 210)), ("cyan", (60, 210, 215)))

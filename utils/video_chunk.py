@@ -21,7 +21,7 @@ import sys
 
 import av
 
-from data_loader.frame_sampling import chunk_of_frame
+from utils.egoclip_format import chunk_of_frame
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
                             frame_rate, is_complete_video, iter_cfr_frames, run_batch_tool, run_jobs,
                             select_shard)
