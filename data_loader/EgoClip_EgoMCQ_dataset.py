@@ -50,7 +50,6 @@ class EgoClip_EgoMCQ(Dataset):
 
     Args:
         dataset_name: a label carried into log messages (EgoVLP: 'EgoClip').
-        text_params: EgoVLP text options, kept for the model side (``{'input': 'text'}``).
         video_params: ``input_res`` (R), ``num_frames`` (T), ``loading`` ('strict' raises on a bad video;
             'lax' replaces the training sample with a random other one), ``max_bad_fraction`` (lax gives up
             when more than this fraction of reads fail), and for multi-scale ``scales`` and
@@ -65,14 +64,13 @@ class EgoClip_EgoMCQ(Dataset):
             ``narration_time // neg_param`` segment of the same video (EgoVLP's scene-aware negatives).
     """
 
-    def __init__(self, dataset_name: str = "EgoClip", text_params: dict | None = None,
-                 video_params: dict | None = None, data_dir: str = "data/synthetic/videos",
-                 meta_dir: str = "data/synthetic/meta", split: str = "train", tsfms: VideoTransform | None = None,
+    def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
+                 data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
+                 split: str = "train", tsfms: VideoTransform | None = None,
                  reader: dict | str | None = None, neg_param: float | None = None):
         if split not in SPLIT_FILES:
             raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
         self.dataset_name, self.split = dataset_name, split
-        self.text_params = dict(text_params or {"input": "text"})
         self.video_params = self._check_video_params(_merge_params(video_params, VIDEO_PARAM_DEFAULTS, "video_params"))
         self.data_dir, self.meta_dir = data_dir, meta_dir
         self.meta_path = os.path.join(meta_dir, SPLIT_FILES[split])
@@ -119,12 +117,10 @@ class EgoClip_EgoMCQ(Dataset):
         if self.split == "train":
             table = load_egoclip(self.meta_path, self.verb_dim, self.noun_dim)
             self.metadata, self.verb_ids, self.noun_ids = table.frame, table.verb_ids, table.noun_ids
-            self.num_skipped_rows = table.num_skipped
             if self.neg_param:
                 self._build_segments()
         else:
             self.metadata: list[MCQItem] = load_egomcq(self.meta_path)
-            self.num_skipped_rows = 0
 
     def _build_segments(self) -> None:
         """Rows grouped by (video, ``narration_time // neg_param``): rows of segment s are

@@ -23,9 +23,9 @@ class MultiScaleEgoClip_EgoMCQ(EgoClip_EgoMCQ):
     their last frame; every scale usable) or 'skip' (those scales are masked out in ``scale_mask``).
     """
 
-    def __init__(self, dataset_name: str = "EgoClip", text_params: dict | None = None,
-                 video_params: dict | None = None, data_dir: str = "data/synthetic/videos",
-                 meta_dir: str = "data/synthetic/meta", split: str = "train", tsfms: VideoTransform | None = None,
+    def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
+                 data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
+                 split: str = "train", tsfms: VideoTransform | None = None,
                  reader: dict | str | None = None, neg_param: float | None = None):
         video_params = dict(video_params or {})
         if video_params.get("scales") is None:
@@ -35,7 +35,7 @@ class MultiScaleEgoClip_EgoMCQ(EgoClip_EgoMCQ):
         if video_params["num_frames"] != finest:
             raise ValueError(f"video_params.num_frames {video_params['num_frames']} must equal the largest "
                              f"scale {finest} (or be left out)")
-        super().__init__(dataset_name, text_params, video_params, data_dir, meta_dir, split, tsfms, reader, neg_param)
+        super().__init__(dataset_name, video_params, data_dir, meta_dir, split, tsfms, reader, neg_param)
 
     def _get_video(self, clip: ClipRow, rng: np.random.Generator) -> dict:
         frames, scale_mask = self._get_video_multiscale(clip, rng)

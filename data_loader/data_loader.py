@@ -29,8 +29,8 @@ __all__ = ["EgoClipDataLoader", "MultiScaleEgoClipDataLoader", "TemporalPairBatc
 class _TextVideoDataLoader(DataLoader):
     """Shared builder; subclasses choose the dataset class and the default training sampler.
 
-    Args (dataset): ``dataset_name``, ``text_params``, ``video_params``, ``data_dir``, ``meta_dir``,
-        ``split``, ``reader``, ``neg_param`` as in :class:`EgoClip_EgoMCQ`; ``tsfm_params`` (kwargs of
+    Args (dataset): ``dataset_name``, ``video_params``, ``data_dir``, ``meta_dir``, ``split``,
+        ``reader``, ``neg_param`` as in :class:`EgoClip_EgoMCQ`; ``tsfm_params`` (kwargs of
         :func:`init_video_transform_dict`, ``input_res`` defaults to ``video_params``'s) and ``tsfm_split``
         (which split's transform to use, default ``split``).
     Args (loading): ``batch_size`` per process; ``num_workers``; ``pin_memory`` (None: when CUDA is
@@ -44,14 +44,13 @@ class _TextVideoDataLoader(DataLoader):
     dataset_class = EgoClip_EgoMCQ
     default_train_sampler = "random"
 
-    def __init__(self, dataset_name: str = "EgoClip", text_params: dict | None = None,
-                 video_params: dict | None = None, data_dir: str = "data/synthetic/videos",
-                 meta_dir: str = "data/synthetic/meta", split: Literal["train", "val", "test"] = "train",
-                 reader: dict | str | None = None, neg_param: float | None = None, tsfm_params: dict | None = None,
-                 tsfm_split: str | None = None, batch_size: int = 16, num_workers: int = 4,
-                 pin_memory: bool | None = None, persistent_workers: bool = False, prefetch_factor: int | None = None,
-                 shuffle: bool = True, seed: int = 0,
-                 sampler: Literal["temporal_pair", "random", "distributed"] | None = None,
+    def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
+                 data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
+                 split: Literal["train", "val", "test"] = "train", reader: dict | str | None = None,
+                 neg_param: float | None = None, tsfm_params: dict | None = None, tsfm_split: str | None = None,
+                 batch_size: int = 16, num_workers: int = 4, pin_memory: bool | None = None,
+                 persistent_workers: bool = False, prefetch_factor: int | None = None, shuffle: bool = True,
+                 seed: int = 0, sampler: Literal["temporal_pair", "random", "distributed"] | None = None,
                  temporal_pair_ratio: float = 0.3, max_temporal_gap: float = 2.0, drop_last: bool | None = None):
         sampler = sampler or (self.default_train_sampler if split == "train" else "random")
         if sampler not in SAMPLERS:
@@ -61,9 +60,8 @@ class _TextVideoDataLoader(DataLoader):
         tsfm_params = dict(tsfm_params or {})
         tsfm_params.setdefault("input_res", (video_params or {}).get("input_res", 224))
         tsfms = init_video_transform_dict(**tsfm_params)[tsfm_split or split]
-        dataset = self.dataset_class(dataset_name=dataset_name, text_params=text_params, video_params=video_params,
-                                     data_dir=data_dir, meta_dir=meta_dir, split=split, tsfms=tsfms, reader=reader,
-                                     neg_param=neg_param)
+        dataset = self.dataset_class(dataset_name=dataset_name, video_params=video_params, data_dir=data_dir,
+                                     meta_dir=meta_dir, split=split, tsfms=tsfms, reader=reader, neg_param=neg_param)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.seed, self.dataset_name = int(seed), dataset_name
         drop_last = split == "train" if drop_last is None else drop_last

@@ -344,11 +344,10 @@ class EgoClipTable:
 
 @dataclass(frozen=True)
 class Taxonomy:
-    """Class-vocabulary sizes and, when the dataset says so, its chunk length (seconds) and fps."""
+    """Class-vocabulary sizes and, when the dataset says so, its chunk length (seconds)."""
     num_verbs: int = EGO4D_NUM_VERBS
     num_nouns: int = EGO4D_NUM_NOUNS
     chunk_len: float | None = None
-    fps: float | None = None
 
 
 def load_taxonomy(meta_dir: str) -> Taxonomy:
@@ -364,10 +363,9 @@ def load_taxonomy(meta_dir: str) -> Taxonomy:
     for key in ("verbs", "nouns"):
         if not isinstance(data.get(key), list) or not data[key]:
             raise ValueError(f"{path}: '{key}' must be a non-empty list of class names")
-    chunk_len, fps = data.get("chunk_len"), data.get("fps")
+    chunk_len = data.get("chunk_len")
     return Taxonomy(num_verbs=len(data["verbs"]), num_nouns=len(data["nouns"]),
-                    chunk_len=None if chunk_len is None else float(chunk_len),
-                    fps=None if fps is None else float(fps))
+                    chunk_len=None if chunk_len is None else float(chunk_len))
 
 
 def _file_line(row: int, dropped_lines: list[int]) -> int:
