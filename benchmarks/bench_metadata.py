@@ -2,7 +2,7 @@
 
     python benchmarks/bench_metadata.py [--rows 200000] [--csv PATH]
 
-Writes a synthetic TAB-separated ``egoclip.csv`` (DESIGN.md §3 columns, Ego4D-like: ~1300 narrations per
+Writes a synthetic TAB-separated ``egoclip.csv`` (EgoClip columns, Ego4D-like: ~1300 narrations per
 video, 6-decimal times, nearly all-distinct "#C C ..." narrations, a few malformed rows) unless ``--csv``
 names one, then loads it with each variant, every measurement in a fresh subprocess so none sees
 another's heap:
@@ -69,7 +69,7 @@ PLACES = ["", " from the floor", " on the table", " with his left hand", " in th
 # ---------------------------------------------------------------- data
 def generate_egoclip(path: str, rows: int, seed: int = 0, clips_per_video: int = 1300,
                      bad_fraction: float = 0.0005) -> None:
-    """A TAB-separated egoclip.csv of ``rows`` data lines in EgoClip's format (DESIGN.md §3).
+    """A TAB-separated egoclip.csv of ``rows`` data lines in EgoClip's format (``md.EGOCLIP_COLUMNS``).
 
     About ``bad_fraction`` of the rows are broken the ways real files are (an extra field, a bad tag cell,
     ``clip_end < clip_start``), so the loader's skip accounting runs too.

@@ -1,4 +1,11 @@
-"""EgoClip (training) and EgoMCQ (validation/test) datasets in EgoVLP's format (DESIGN.md §3).
+"""EgoClip (training) and EgoMCQ (validation/test) datasets in EgoVLP's on-disk format.
+
+Files: ``<data_dir>/<video_uid>/<k>.mp4`` (chunk ``k`` = seconds ``[k * chunk_len, (k + 1) * chunk_len)``);
+``<meta_dir>/egoclip.csv`` (TAB-separated, columns :data:`utils.egoclip_format.EGOCLIP_COLUMNS`, times in
+seconds, ``tag_verb``/``tag_noun`` lists of class ids); ``<meta_dir>/egomcq.json``
+(``{"<n>": {"query": clip, "choices": {"0".."4": clip}, "answer": int, "types": 1|2}}``, a clip being an
+object with ``video_uid``, ``clip_start``, ``clip_end``, ``clip_text``); optional ``taxonomy.json``
+(``verbs``/``nouns`` name lists, ``chunk_len``).
 
 Train item: ``{'video': [T, 3, R, R], 'text': str, 'meta': {...}, 'verb_vec': [V], 'noun_vec': [N]}``
 (+ ``video_neg``/``text_neg``/``verb_vec_neg``/``noun_vec_neg`` with scene-aware negatives).

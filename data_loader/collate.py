@@ -25,10 +25,16 @@ def temporal_pairs(video_uids: Sequence[str], narration_times, max_temporal_gap:
 
 
 class EgoClipCollate:
-    """Collate dataset items into a batch dict (see the contract's batch layout).
+    """Collate dataset items into a batch dict.
 
     Tensors (and dicts of tensors such as the multi-scale ``video``) are stacked, strings become lists,
     numbers tensors; batches whose items carry ``meta.narration_time`` gain ``temporal_pairs`` ``[P, 3]``.
+    Training batch (B items): ``video`` float ``[B, T, 3, R, R]`` or ``{'frames_<s>': [B, s, 3, R, R]}``
+    with ``scale_mask`` bool ``[B, S]``; ``text`` list of B str; ``verb_vec`` ``[B, V]`` / ``noun_vec``
+    ``[B, N]`` multi-hot; ``meta`` dict of B-long columns (``video_uid`` list, times float64 ``[B]``
+    seconds, ``index`` ``[B]``); ``temporal_pairs`` ``[P, 3]``; scene-aware negatives add ``video_neg``
+    (and ``scale_mask_neg``), ``text_neg``, ``verb_vec_neg``, ``noun_vec_neg`` shaped alike. EgoMCQ batch: ``video`` ``[B, 5, T, 3, R, R]`` (or the dict of ``[B, 5, s, 3, R, R]``,
+    ``scale_mask`` ``[B, 5, S]``), ``text`` list of B queries, ``correct`` and ``type`` int64 ``[B]``.
     """
 
     def __init__(self, max_temporal_gap: float = 2.0):

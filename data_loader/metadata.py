@@ -1,7 +1,9 @@
 """EgoClip / EgoMCQ metadata: parsing and validation of ``egoclip.csv``, ``egomcq.json``, ``taxonomy.json``.
 
-Formats are EgoVLP's (DESIGN.md §3). ``egoclip.csv`` is TAB-separated; its ``tag_verb`` / ``tag_noun``
-cells hold the text of a Python list of class ids and are parsed without ``eval``.
+Formats are EgoVLP's. ``egoclip.csv`` is TAB-separated with the columns of
+:data:`utils.egoclip_format.EGOCLIP_COLUMNS` (times in seconds); its ``tag_verb`` / ``tag_noun`` cells hold
+the text of a Python list of class ids (``"[192, 115]"``) and are parsed without ``eval``. ``egomcq.json``
+and ``taxonomy.json`` are described at :func:`load_egomcq` and :func:`load_taxonomy`.
 
 The EgoClip table (3.8 M rows in Ego4D) is kept without a Python object per row: times are float64
 columns, ``video_uid``/``narration_source`` categorical, ``clip_text`` a :class:`PackedStrings` column
@@ -351,7 +353,8 @@ class Taxonomy:
 
 
 def load_taxonomy(meta_dir: str) -> Taxonomy:
-    """``meta_dir/taxonomy.json`` when present (``verbs``/``nouns`` name lists), else Ego4D's 118/582."""
+    """``meta_dir/taxonomy.json`` when present (``verbs``/``nouns`` name lists, optional ``chunk_len`` in
+    seconds; other keys are ignored), else Ego4D's 118/582 classes."""
     path = os.path.join(meta_dir, "taxonomy.json")
     if not os.path.isfile(path):
         return Taxonomy()

@@ -15,7 +15,11 @@ SIM_3X3 = [[0.9, 0.1, 0.3],
 
 
 def direct_multi_positive_nce(sim, positives, temperature):
-    """The DESIGN.md section 5 formula written out with math.exp over python lists."""
+    """Multi-positive NCE written out with math.exp over python lists (similarities s, positives P, temperature t):
+
+        -1/n sum_i log(sum_{j: P_ij} e^(s_ij/t) / sum_j e^(s_ij/t))
+        -1/n sum_j log(sum_{i: P_ij} e^(s_ij/t) / sum_i e^(s_ij/t))
+    """
     n = len(sim)
     loss = 0.0
     for i in range(n):
