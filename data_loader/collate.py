@@ -33,7 +33,8 @@ class EgoClipCollate:
     with ``scale_mask`` bool ``[B, S]``; ``text`` list of B str; ``verb_vec`` ``[B, V]`` / ``noun_vec``
     ``[B, N]`` multi-hot; ``meta`` dict of B-long columns (``video_uid`` list, times float64 ``[B]``
     seconds, ``index`` ``[B]``); ``temporal_pairs`` ``[P, 3]``; scene-aware negatives add ``video_neg``
-    (and ``scale_mask_neg``), ``text_neg``, ``verb_vec_neg``, ``noun_vec_neg`` shaped alike. EgoMCQ batch: ``video`` ``[B, 5, T, 3, R, R]`` (or the dict of ``[B, 5, s, 3, R, R]``,
+    (and ``scale_mask_neg``), ``text_neg``, ``verb_vec_neg``, ``noun_vec_neg`` shaped alike.
+    EgoMCQ batch: ``video`` ``[B, 5, T, 3, R, R]`` (or the dict of ``[B, 5, s, 3, R, R]`` with
     ``scale_mask`` ``[B, 5, S]``), ``text`` list of B queries, ``correct`` and ``type`` int64 ``[B]``.
     """
 
