@@ -3,7 +3,6 @@ import argparse
 import logging
 import os
 import pathlib
-import pickle
 import subprocess
 import sys
 import types
@@ -15,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from model.checkpoint import (CheckpointKeyError, CheckpointShapeError, ForeignObject, UnsafeCheckpointError,
-                              load_checkpoint_file, load_vit_weights, load_weights)
+                              extract_state_dict, load_checkpoint_file, load_vit_weights, load_weights)
 from model.model import FrozenInTime, MultiScaleFrozenInTime, build_video_model
 from model.video_transformer import SpaceTimeTransformer
 
@@ -62,9 +61,14 @@ def egovlp_checkpoint(source_model, tmp_path_factory):
     return path
 
 
-def test_plain_weights_only_load_fails_on_egovlp_layout(egovlp_checkpoint):
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(egovlp_checkpoint, weights_only=True)
+def test_egovlp_layout_gives_exactly_the_source_state_dict_without_prefixes(source_model, egovlp_checkpoint):
+    """The file pickles EgoVLP's config object (class parse_config.ConfigParser, not importable here)."""
+    state_dict = extract_state_dict(load_checkpoint_file(egovlp_checkpoint), str(egovlp_checkpoint))
+    assert 'parse_config' not in sys.modules
+    expected = {**source_model.state_dict(), 'text_model.embeddings.position_ids': torch.arange(512).unsqueeze(0)}
+    assert list(state_dict) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(state_dict[key], value), key
 
 
 def test_egovlp_checkpoint_reads_with_inert_config(egovlp_checkpoint):
