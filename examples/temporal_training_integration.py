@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from model.presets import TEXT_PRESETS  # noqa: E402
-from trainer.launch import format_egomcq, train  # noqa: E402
+from trainer.launch import format_results, train  # noqa: E402
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
@@ -138,7 +138,7 @@ def main(argv=None):
     loader, steps = fit_schedule(config)
     describe(config, loader, steps)
     metrics = train(config, MultiScale_Trainer_dist)
-    print("\n" + format_egomcq(metrics))
+    print("\n" + format_results(metrics))
     run_dir = config.run_dir
     print(f"\nrun directory: {run_dir}")
     for path in sorted(run_dir.iterdir()):

@@ -15,14 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.launch import evaluate, train  # noqa: E402
-from trainer.trainer_egoclip import Multi_Trainer_dist  # noqa: E402
-from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser, set_by_path  # noqa: E402
 from utils.synthetic import ensure_dataset  # noqa: E402
 
+MULTISCALE = "multi-scale (4+8+16 frames)"
 RUNS = {
-    "multi-scale (4+8+16 frames)": (ROOT / "configs/demo/multiscale_demo.json", MultiScale_Trainer_dist),
-    "single-scale baseline (4 frames)": (ROOT / "configs/demo/egoclip_demo.json", Multi_Trainer_dist),
+    MULTISCALE: ROOT / "configs/demo/multiscale_demo.json",
+    "single-scale baseline (4 frames)": ROOT / "configs/demo/egoclip_demo.json",
 }
 
 
@@ -47,19 +46,19 @@ def main(argv=None) -> int:
     data = Path(args.data)
     ensure_dataset(data, log=lambda line: print(line, flush=True))
     results = {}
-    for label, (config_path, trainer_cls) in RUNS.items():
-        if trainer_cls is Multi_Trainer_dist and not args.baseline:
+    for label, config_path in RUNS.items():
+        if label != MULTISCALE and not args.baseline:
             continue
         print(f"\n== training {label}: {config_path.relative_to(ROOT)}", flush=True)
         start = time.time()
         config = load_config(config_path, data, args.set, args.device)
-        train(config, trainer_cls)
+        train(config)
         minutes = (time.time() - start) / 60
         best = config.run_dir / "model_best.pth"
         print(f"== evaluating {best}", flush=True)
         eval_config = load_config(config_path, data, args.set, args.device, run_id=f"{config.run_dir.name}_egomcq",
                                   purpose="eval", resume=str(best))
-        results[label] = (evaluate(eval_config), minutes)
+        results[label] = (evaluate(eval_config, results_name="egomcq_results.json"), minutes)
     print("\nEgoMCQ on the synthetic demo set (chance: 20.0 %)")
     for label, (metrics, minutes) in results.items():
         print(f"  {label:<34} inter-video {metrics['inter_video_acc']:5.1f} %   "

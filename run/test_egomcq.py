@@ -14,4 +14,4 @@ from trainer.launch import evaluate  # noqa: E402
 from utils.config import ConfigParser  # noqa: E402
 
 if __name__ == "__main__":
-    evaluate(ConfigParser.from_args(description=__doc__, purpose="eval"))
+    evaluate(ConfigParser.from_args(description=__doc__, purpose="eval"), results_name="egomcq_results.json")

@@ -1,1 +1,127 @@
-"""Engine hooks (registered in HOOKS)."""
+"""Engine hooks: code that runs at fixed points of training, with state that checkpoints carry.
+
+Events, each called with the engine: ``before_train``, ``before_epoch``, ``before_step``, ``after_backward``
+(gradients exist, before the optimizer step), ``after_step``, ``after_epoch`` (after ``latest.pth`` is
+written), ``after_train``. A hook is registered in ``utils.registry.HOOKS`` and listed in a config's
+``hooks`` section: ``{"type": "Evaluate", "args": {"every_epochs": 2, "monitor": "max inter_video_acc"}}``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from utils.registry import HOOKS
+
+logger = logging.getLogger(__name__)
+
+
+class Hook:
+    """Base class: every event does nothing; ``state_dict`` is saved in each checkpoint."""
+
+    def before_train(self, engine) -> None: ...
+
+    def before_epoch(self, engine) -> None: ...
+
+    def before_step(self, engine) -> None: ...
+
+    def after_backward(self, engine) -> None: ...
+
+    def after_step(self, engine) -> None: ...
+
+    def after_epoch(self, engine) -> None: ...
+
+    def after_train(self, engine) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state
+
+
+def exponential_epochs(base: float, last_epoch: int) -> set[int]:
+    """Epochs ``⌊base^k⌋`` for k = 0, 1, ... up to ``last_epoch``, plus 1 and ``last_epoch`` (base > 1)."""
+    if base <= 1:
+        raise ValueError(f"exponential_base must be > 1, got {base}")
+    epochs, k = {1, last_epoch}, 0
+    while (epoch := math.floor(base ** k)) <= last_epoch:
+        epochs.add(epoch)
+        k += 1
+    return epochs
+
+
+@HOOKS.register()
+class Evaluate(Hook):
+    """Evaluates the task's validation loaders on a schedule and keeps ``model_best.pth`` by a metric.
+
+    Args:
+        every_epochs: evaluate after every N-th epoch (ignored when ``exponential_base`` is set).
+        exponential_base: evaluate after epochs ``⌊base^k⌋``, the first and the last.
+        at_start: also evaluate before the first training step.
+        monitor: ``"max <metric>"`` / ``"min <metric>"`` for ``model_best.pth``, or ``"off"``.
+        split: which loaders to evaluate.
+
+    An evaluation interrupted by a preemption signal is run again when the run resumes.
+    """
+
+    def __init__(self, every_epochs: int = 1, exponential_base: float | None = None, at_start: bool = False,
+                 monitor: str = "off", split: str = "val"):
+        if every_epochs < 1:
+            raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
+        self.every_epochs, self.exponential_base, self.at_start = every_epochs, exponential_base, at_start
+        self.mode, _, self.metric = monitor.partition(" ")
+        if monitor != "off" and (self.mode not in ("max", "min") or not self.metric):
+            raise ValueError(f"monitor must be 'max <metric>', 'min <metric>' or 'off', got '{monitor}'")
+        self.split = split
+        self.best: float | None = None
+        self.evaluated_epoch = 0
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        if self.exponential_base is not None:
+            return epoch in exponential_epochs(self.exponential_base, last_epoch)
+        return epoch % self.every_epochs == 0
+
+    def before_train(self, engine) -> None:
+        if not engine.task.loaders(self.split):
+            return
+        completed = engine.epoch - 1 if engine.batch_in_epoch == 0 else 0
+        if completed and completed > self.evaluated_epoch and self.due(completed, engine.options.epochs):
+            logger.info("running the evaluation of epoch %d that the previous run did not finish", completed)
+            self._evaluate(engine, completed)
+        elif self.at_start and engine.global_step == 0:
+            engine.evaluate(self.split)
+
+    def after_epoch(self, engine) -> None:
+        if engine.task.loaders(self.split) and self.due(engine.epoch, engine.options.epochs):
+            self._evaluate(engine, engine.epoch)
+
+    def _evaluate(self, engine, epoch: int) -> None:
+        metrics = engine.evaluate(self.split)
+        self.evaluated_epoch = epoch
+        if self.mode not in ("max", "min"):
+            return
+        if self.metric not in metrics:
+            raise KeyError(f"monitor names '{self.metric}', but evaluation reports {sorted(metrics)}")
+        value = metrics[self.metric]
+        if math.isnan(value):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            engine.save_checkpoint(["model_best.pth"])
+            logger.info("new best %s = %.2f (epoch %d)", self.metric, value, epoch)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "evaluated_epoch": self.evaluated_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.evaluated_epoch = state.get("best"), state.get("evaluated_epoch", 0)
+
+
+def build_hooks(config, task) -> list[Hook]:
+    """The config's ``hooks``; an :class:`Evaluate` hook from the ``trainer`` options (``val_every``,
+    ``init_val``, ``monitor``) is added when the task has validation loaders and the config lists none."""
+    hooks = [HOOKS.get(entry["type"])(**entry.get("args", {})) for entry in config.get("hooks") or []]
+    if task.loaders("val") and not any(isinstance(hook, Evaluate) for hook in hooks):
+        options = config.trainer_options
+        hooks.append(Evaluate(every_epochs=options.val_every, at_start=options.init_val, monitor=options.monitor))
+    return hooks

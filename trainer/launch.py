@@ -1,4 +1,4 @@
-"""What the ``run/`` scripts share: process group, run dir, logging, and building every part from the config."""
+"""What the ``run/`` scripts share: process group, run dir, logging, and building the task from the config."""
 from __future__ import annotations
 
 import contextlib
@@ -7,14 +7,17 @@ import logging
 import sys
 from pathlib import Path
 
-from trainer.egomcq_eval import evaluate_loaders
+from trainer.engine import Engine, TrainingInterrupted
+from trainer.evaluation import evaluate_task
 from trainer.state import seed_everything
-from trainer.trainer_egoclip import TrainingInterrupted, build_param_groups
+from trainer.tasks.base import StepContext
 from utils import distributed
 from utils.config import ConfigParser
 from utils.logger import setup_logging
+from utils.registry import TASKS
 
 logger = logging.getLogger(__name__)
+DEFAULT_TASK = "EgoClipPretraining"
 
 
 def start_run(config: ConfigParser) -> distributed.DistInfo:
@@ -29,13 +32,6 @@ def start_run(config: ConfigParser) -> distributed.DistInfo:
     return info
 
 
-def build_model(config: ConfigParser, device):
-    model = config.init_obj("arch").to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model %s: %.2f M parameters", config["arch"]["type"], n_params / 1e6)
-    return model
-
-
 @contextlib.contextmanager
 def distributed_run(config: ConfigParser):
     """:func:`start_run`, then leave the process group: after a barrier on success, at once on failure."""
@@ -48,27 +44,29 @@ def distributed_run(config: ConfigParser):
     distributed.cleanup()
 
 
-def train(config: ConfigParser, trainer_cls) -> dict:
-    """Build model, loaders, objective and optimizer from ``config`` and train with ``trainer_cls``."""
+def build_task(config: ConfigParser, device, splits=("train", "val")):
+    """The task the config names (``task.type``; EgoClip pretraining when absent), on ``device``."""
+    task_cls = TASKS.get(config.get("task", {}).get("type", DEFAULT_TASK))
+    task = task_cls.from_config(config, splits=splits).to(device)
+    n_params = sum(p.numel() for p in task.model.parameters())
+    logger.info("task %s, model %s: %.2f M parameters", task_cls.__name__, config["arch"]["type"], n_params / 1e6)
+    return task
+
+
+def train(config: ConfigParser, engine_cls=Engine) -> dict:
+    """Build the task from ``config`` and train it with ``engine_cls``; returns the last evaluation metrics."""
     with distributed_run(config) as info:
-        model = build_model(config, info.device)
-        train_loaders = config.init_all("data_loader")
-        valid_loaders = config.init_all("valid_data_loader")
-        loss_fn = config.init_obj("loss").to(info.device)
-        opt_args = config["optimizer"].get("args", {})
-        groups = build_param_groups(model, opt_args.get("lr", 1e-3), opt_args.get("weight_decay", 0.0),
-                                    config.trainer_options)
-        optimizer = config.init_obj("optimizer", groups)
-        trainer = trainer_cls(model, loss_fn, optimizer, config, info, train_loaders, valid_loaders, config.run_dir)
+        task = build_task(config, info.device)
+        engine = engine_cls(task, config, info, config.run_dir)
         resume = config.resume
         latest = config.run_dir / "latest.pth"
         # rank 0 decides, so ranks with a node-local save_dir still agree
         if resume is None and config.trainer_options.auto_resume and distributed.broadcast_object(latest.exists()):
             resume = latest
         if resume is not None:
-            trainer.resume(resume)
+            engine.resume(resume)
         try:
-            metrics = trainer.train()
+            metrics = engine.train()
         except TrainingInterrupted as stop:
             logger.warning("%s", stop)
             return {}
@@ -77,27 +75,30 @@ def train(config: ConfigParser, trainer_cls) -> dict:
         return metrics
 
 
-def evaluate(config: ConfigParser) -> dict:
-    """Load ``config.resume`` (our checkpoint, EgoVLP's, or a bare state dict) and evaluate EgoMCQ."""
+def evaluate(config: ConfigParser, results_name: str = "eval_results.json") -> dict:
+    """Load ``config.resume`` (our checkpoint, EgoVLP's, or a bare state dict) into the task's model and run
+    its evaluators on the validation loaders; writes ``<run dir>/<results_name>`` and prints a table."""
     with distributed_run(config) as info:
-        model = build_model(config, info.device)
+        task = build_task(config, info.device, splits=("val",))
         if config.resume:
-            model.load_weights(config.resume)  # strict: only parameters the architecture adds may be missing
+            task.load_pretrained(config.resume)
         else:
             logger.warning("no --resume checkpoint given: evaluating the model as initialised")
-        results = evaluate_loaders(model, config.init_all("valid_data_loader"), info.device)
+        ctx = StepContext(device=info.device, global_step=0, epoch=0, total_epochs=0, total_steps=0)
+        results = evaluate_task(task, "val", ctx, config.trainer_options.tqdm)
         if info.is_main:
-            write_json(config.run_dir / "egomcq_results.json", {"checkpoint": str(config.resume), **results})
-            print(format_egomcq(results), file=sys.stdout, flush=True)
+            write_json(config.run_dir / results_name, {"checkpoint": str(config.resume), **results})
+            print(format_results(results), file=sys.stdout, flush=True)
         return results
 
 
-def format_egomcq(results: dict) -> str:
-    """Human-readable accuracy table (chance is 20 %)."""
-    lines = ["EgoMCQ accuracy (chance 20.0 %):"]
-    for key in sorted(k for k in results if k.endswith("_acc")):
-        questions = results.get(key.replace("_acc", "_questions"), "")
-        lines.append(f"  {key:<28} {results[key]:6.2f} %   ({questions} questions)")
+def format_results(results: dict) -> str:
+    """Human-readable table: accuracies in percent (with the question count where known), other metrics."""
+    lines = ["Evaluation results:"]
+    for key in sorted(k for k, v in results.items() if isinstance(v, float)):
+        count = results.get(key.replace("_acc", "_questions")) if key.endswith("_acc") else None
+        unit = " %" if key.endswith("_acc") else ""
+        lines.append(f"  {key:<28} {results[key]:7.2f}{unit}" + (f"   ({count} questions)" if count else ""))
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Training-state persistence: atomic checkpoint writes and RNG capture/restore.
+"""Training-state persistence: atomic checkpoint writes, RNG capture/restore, resuming inside an epoch.
 
 Checkpoints hold only tensors and plain containers, so ``torch.load(weights_only=True)`` reads them.
 """
@@ -11,14 +11,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the partial ``.<name>.tmp<PID>`` files a kill during :func:`save_atomic` left in ``run_dir``."""
+    stale = [p for p in Path(run_dir).glob(".*.tmp*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 TRAINING_STATE_KEYS = ("state_dict", "optimizer", "epoch", "batch_in_epoch", "global_step", "micro_step", "rng")
@@ -42,6 +55,16 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise ValueError(f"{path} is not a training checkpoint of this project (no {missing}); {hint}")
     return ckpt
+
+
+def capture_all_ranks_rng(dist_info) -> list[dict]:
+    """Every rank's :func:`capture_rng`, indexed by rank (a collective: all ranks must call it)."""
+    rng = capture_rng()
+    if not dist_info.distributed:
+        return [rng]
+    states = [None] * dist_info.world_size
+    dist.all_gather_object(states, rng)
+    return states
 
 
 def capture_rng() -> dict:
@@ -70,3 +93,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class _SkipFirstBatches:
+    """A batch sampler without its first ``skip`` batches (resuming in the middle of an epoch)."""
+
+    def __init__(self, batch_sampler, skip: int):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.skip:
+                yield batch
+
+    def __len__(self):
+        return max(0, len(self.batch_sampler) - self.skip)
+
+
+def resumed_epoch_loader(loader: DataLoader, skip_batches: int) -> DataLoader:
+    """``loader`` itself, or (``skip_batches`` > 0) a loader over the same data and worker setup that starts at
+    batch ``skip_batches`` of the epoch the loader's sampler is set to."""
+    if not skip_batches:
+        return loader
+    workers = loader.num_workers > 0
+    return DataLoader(loader.dataset, batch_sampler=_SkipFirstBatches(loader.batch_sampler, skip_batches),
+                      collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+                      persistent_workers=loader.persistent_workers,
+                      prefetch_factor=loader.prefetch_factor if workers else None)

@@ -97,11 +97,16 @@ def broadcast_object(obj, src: int = 0):
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over ranks (a new tensor; identity when not distributed)."""
-    tensor = tensor.clone()
-    if is_dist():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    """Sum of ``tensor`` over ranks, on ``tensor``'s device (a new tensor; a copy when not distributed).
+
+    The reduction runs where the backend needs it (the current CUDA device for NCCL, else the CPU).
+    """
+    if not is_dist():
+        return tensor.clone()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    reduced = tensor.to(device, copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(tensor.device)
 
 
 def cleanup(failed: bool = False) -> None:

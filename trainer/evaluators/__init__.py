@@ -1,1 +1,4 @@
-"""Evaluators (reset / process / compute), registered in EVALUATORS."""
+"""Evaluators (reset / process / compute), registered in ``utils.registry.EVALUATORS``."""
+from trainer.evaluators.egomcq import EgoMCQEvaluator
+
+__all__ = ["EgoMCQEvaluator"]

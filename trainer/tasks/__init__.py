@@ -1,1 +1,5 @@
-"""Tasks: a model, its objective, its data and its evaluators behind one training_step (registered in TASKS)."""
+"""Tasks: a model, its objective, its data and its evaluators behind one ``training_step`` (``TASKS``)."""
+from trainer.tasks.base import StepContext, StepOutput, Task
+from trainer.tasks.egoclip import EgoClipPretraining
+
+__all__ = ["Task", "StepOutput", "StepContext", "EgoClipPretraining"]
