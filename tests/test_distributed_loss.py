@@ -51,6 +51,11 @@ def make_batch(size, seed):
             'noun': (torch.rand(size, 3, generator=generator) < 0.4).float()}
 
 
+def gather_weights(total):
+    """[total, 6] distinct weights: rank r's loss on the gathered text is ``(r + 1) * sum(weights * text)``."""
+    return torch.arange(total * 6, dtype=torch.float32).reshape(total, 6)
+
+
 def loss_and_grads(model, objective, batch):
     model.zero_grad()
     text, video = model(batch['text'], batch['video'])
@@ -73,10 +78,13 @@ def rank_worker(rank, port, out_dir):
             start = sum(sizes[:rank])
             local = {key: value[start:start + sizes[rank]] for key, value in batch.items()}
             loss, grads = loss_and_grads(model, objective, local)
+            text = local['text'].clone().requires_grad_(True)
+            gathered = all_gather_with_grad(text)
+            ((gathered * gather_weights(sum(sizes))).sum() * (rank + 1)).backward()
             results[name] = {'loss': loss, 'grads': grads,
                              'sizes': gather_batch_sizes(sizes[rank], torch.device('cpu')),
                              'verb': all_gather_tensor(local['verb']),
-                             'text': all_gather_with_grad(local['text'])}
+                             'text': gathered.detach(), 'text_grad': text.grad}
         torch.save(results, f'{out_dir}/rank{rank}.pt')
     finally:
         dist.destroy_process_group()
@@ -117,3 +125,13 @@ def test_gathers_concatenate_rank_batches_without_padding(rank_results, case):
         assert results[case]['sizes'] == list(CASES[case])
         assert torch.equal(results[case]['verb'], batch['verb'])
         assert torch.equal(results[case]['text'], batch['text'])
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_gather_backward_sums_every_rank_gradient(rank_results, case):
+    sizes = CASES[case]
+    weights = gather_weights(sum(sizes))
+    ranks_summed = sum(rank + 1 for rank in range(WORLD_SIZE))
+    for rank, results in enumerate(rank_results):
+        rows = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
+        torch.testing.assert_close(results[case]['text_grad'], ranks_summed * weights[rows], rtol=0, atol=0)

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
 from model.loss import (EgoNCE, EgoNCEObjective, EnhancedEgoNCEWithTemporal, MultiScaleEgoNCE, NormSoftmaxLoss,
                         multi_positive_nce)
 from model.temporal_loss import EnhancedEgoNCEWithTemporal as TemporalModuleAlias
@@ -191,14 +190,18 @@ def test_objective_under_bf16_autocast_is_float32_and_differentiable():
     assert parts['num_pairs'] == 1
 
 
-def test_aliases_name_the_same_objective():
-    assert EnhancedEgoNCEWithTemporal is MultiScaleEgoNCE
-    assert TemporalModuleAlias is MultiScaleEgoNCE
-    assert issubclass(EgoNCEObjective, MultiScaleEgoNCE)
+def test_config_loss_names_compute_the_documented_objectives():
+    text, video = embeddings()
+    verb, noun = multi_hot(VERBS[:4], 3), multi_hot(NOUNS[:4], 4)
+    pairs = torch.tensor([[0, 1, 0.5], [2, 3, 1.0]])
+    options = {'consistency_weight': 0.5, 'temporal': {'lambda_start': 0.4, 'lambda_end': 0.4}}
+    expected, expected_parts = MultiScaleEgoNCE(**options)(text, video, verb, noun, temporal_pairs=pairs)
+    assert expected_parts['temporal'].item() > 0
+    for where, objective_class in [('model.loss', EnhancedEgoNCEWithTemporal),
+                                   ('model.temporal_loss', TemporalModuleAlias)]:
+        total, _ = objective_class(**options)(text, video, verb, noun, temporal_pairs=pairs)
+        assert total.item() == pytest.approx(expected.item(), rel=1e-6), where
 
-
-def test_gather_is_identity_without_distributed():
-    x = torch.randn(3, 2, requires_grad=True)
-    assert gather_batch_sizes(3, x.device) == [3]
-    assert all_gather_with_grad(x) is x
-    assert all_gather_tensor(x) is x
+    baseline, parts = EgoNCEObjective()(text, video, verb, noun, temporal_pairs=pairs)
+    assert parts['temporal'].item() == 0.0
+    assert baseline.item() == pytest.approx(expected_parts['egonce'].item(), rel=1e-6)
