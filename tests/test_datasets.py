@@ -18,37 +18,33 @@ from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import EvalVideoTransform
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
 from utils.config import _signature_params, check_kwargs, ConfigError
-from utils.synthetic import generate
 
 RES = 32
 SCALES = [4, 8, 16]
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(str(root), seed=0, num_videos=3, num_mcq_videos=5, clips_per_video=(4, 5), chunk_len=5.0, fps=10,
-             frame_size=32, clip_duration=(1.6, 4.0))  # every clip has >= 16 frames at 10 fps
-    return {"data_dir": str(root / "videos"), "meta_dir": str(root / "meta"), "root": root}
+def dirs(data: dict) -> dict:
+    """``data_dir`` and ``meta_dir`` of a synthetic set, as dataset / loader keyword arguments."""
+    return {"data_dir": data["data_dir"], "meta_dir": data["meta_dir"]}
 
 
-def dataset(synthetic, cls=EgoClip_EgoMCQ, split="train", video_params=None, **kwargs):
+def dataset(data, cls=EgoClip_EgoMCQ, split="train", video_params=None, **kwargs):
     params = {"input_res": RES, "num_frames": 4} if cls is EgoClip_EgoMCQ else {"input_res": RES, "scales": SCALES}
     params.update(video_params or {})
-    args = {"data_dir": synthetic["data_dir"], "meta_dir": synthetic["meta_dir"]}
+    args = dirs(data)
     args.update(kwargs)
     return cls(video_params=params, split=split, **args)
 
 
-def egoclip_frame(synthetic):
-    return pd.read_csv(os.path.join(synthetic["meta_dir"], "egoclip.csv"), sep="\t")
+def egoclip_frame(data):
+    return pd.read_csv(os.path.join(data["meta_dir"], "egoclip.csv"), sep="\t")
 
 
-def with_csv(synthetic, tmp_path, frame):
-    """A meta dir holding ``frame`` as egoclip.csv next to the synthetic taxonomy."""
+def with_csv(data, tmp_path, frame):
+    """A meta dir holding ``frame`` as egoclip.csv next to the synthetic set's taxonomy."""
     meta = tmp_path / "meta"
     meta.mkdir()
-    shutil.copy(os.path.join(synthetic["meta_dir"], "taxonomy.json"), meta)
+    shutil.copy(os.path.join(data["meta_dir"], "taxonomy.json"), meta)
     frame.to_csv(meta / "egoclip.csv", sep="\t", index=False)
     return str(meta)
 
@@ -165,9 +161,9 @@ def test_csv_errors_name_the_file(tmp_path):
         load_egoclip(str(empty))
 
 
-def test_egomcq_errors_name_the_item(synthetic, tmp_path):
-    data = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())
-    items = load_egomcq(os.path.join(synthetic["meta_dir"], "egomcq.json"))
+def test_egomcq_errors_name_the_item(long_clip_synthetic, tmp_path):
+    data = json.loads(open(os.path.join(long_clip_synthetic["meta_dir"], "egomcq.json")).read())
+    items = load_egomcq(os.path.join(long_clip_synthetic["meta_dir"], "egomcq.json"))
     assert [i.key for i in items] == sorted(data, key=int) and all(len(i.choices) == 5 for i in items)
     assert {i.type for i in items} == {1, 2}
     data["1"]["answer"] = 5
@@ -177,15 +173,16 @@ def test_egomcq_errors_name_the_item(synthetic, tmp_path):
         load_egomcq(str(bad))
 
 
-def test_taxonomy_sizes(synthetic, tmp_path):
-    assert (load_taxonomy(synthetic["meta_dir"]).num_verbs, load_taxonomy(synthetic["meta_dir"]).num_nouns) == (10, 12)
+def test_taxonomy_sizes(long_clip_synthetic, tmp_path):
+    taxonomy = load_taxonomy(long_clip_synthetic["meta_dir"])
+    assert (taxonomy.num_verbs, taxonomy.num_nouns) == (10, 12)
     assert (load_taxonomy(str(tmp_path)).num_verbs, load_taxonomy(str(tmp_path)).num_nouns) == (118, 582)
 
 
 # ---------------------------------------------------------------- single scale
-def test_train_item_matches_the_csv_row(synthetic):
-    ds = dataset(synthetic)
-    csv = egoclip_frame(synthetic)
+def test_train_item_matches_the_csv_row(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic)
+    csv = egoclip_frame(long_clip_synthetic)
     assert len(ds) == len(csv)
     item = ds[2]
     row = csv.iloc[2]
@@ -199,9 +196,9 @@ def test_train_item_matches_the_csv_row(synthetic):
     assert item["noun_vec"].nonzero().flatten().tolist() == sorted(json.loads(row.tag_noun))
 
 
-def test_val_item_has_five_choices_and_the_answer(synthetic):
-    ds = dataset(synthetic, split="val")
-    raw = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())
+def test_val_item_has_five_choices_and_the_answer(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic, split="val")
+    raw = json.loads(open(os.path.join(long_clip_synthetic["meta_dir"], "egomcq.json")).read())
     item = ds[1]
     assert set(item) == {"video", "text", "correct", "type"}
     assert item["video"].shape == (5, 4, 3, RES, RES)
@@ -209,15 +206,15 @@ def test_val_item_has_five_choices_and_the_answer(synthetic):
     assert item["correct"] == raw["1"]["answer"] and item["type"] == raw["1"]["types"]
     # evaluation frames are deterministic: the reader's uniform frames through the eval transform
     choice = raw["1"]["choices"]["2"]
-    reader = ChunkedVideoReader(synthetic["data_dir"], chunk_len=5.0)
+    reader = ChunkedVideoReader(long_clip_synthetic["data_dir"], chunk_len=long_clip_synthetic["chunk_len"])
     frames = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
                               num_frames=4, sample="uniform")
     torch.testing.assert_close(item["video"][2], EvalVideoTransform(RES)(frames), rtol=0, atol=0)
 
 
-def test_scene_aware_negative_comes_from_the_same_segment(synthetic):
-    ds = dataset(synthetic, neg_param=10.0)
-    csv = egoclip_frame(synthetic)
+def test_scene_aware_negative_comes_from_the_same_segment(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic, neg_param=10.0)
+    csv = egoclip_frame(long_clip_synthetic)
     for index in range(4):
         item = ds[index]
         assert {"video_neg", "text_neg", "noun_vec_neg", "verb_vec_neg"} <= set(item)
@@ -231,8 +228,8 @@ def test_scene_aware_negative_comes_from_the_same_segment(synthetic):
 
 
 # ---------------------------------------------------------------- multi-scale
-def test_multiscale_train_item_shares_one_crop_across_scales(synthetic):
-    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ)
+def test_multiscale_train_item_shares_one_crop_across_scales(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ)
     torch.manual_seed(0)
     for index in range(3):
         item = ds[index]
@@ -246,8 +243,8 @@ def test_multiscale_train_item_shares_one_crop_across_scales(synthetic):
                 assert any(torch.equal(frame, f) for f in finest), "coarse frame not among the finest scale's frames"
 
 
-def test_multiscale_val_item(synthetic):
-    item = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, split="val")[0]
+def test_multiscale_val_item(long_clip_synthetic):
+    item = dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ, split="val")[0]
     assert {k: tuple(v.shape) for k, v in item["video"].items()} == {
         f"frames_{s}": (5, s, 3, RES, RES) for s in SCALES}
     assert item["scale_mask"].shape == (5, 3) and item["scale_mask"].all()
@@ -255,8 +252,8 @@ def test_multiscale_val_item(synthetic):
     torch.testing.assert_close(item["video"]["frames_4"], item["video"]["frames_16"][:, [2, 6, 10, 14]],
                                rtol=0, atol=0)
     # and they are the reader's own nested multi-scale frames through the eval transform
-    choice = json.loads(open(os.path.join(synthetic["meta_dir"], "egomcq.json")).read())["0"]["choices"]["3"]
-    reader = ChunkedVideoReader(synthetic["data_dir"], chunk_len=5.0)
+    choice = json.loads(open(os.path.join(long_clip_synthetic["meta_dir"], "egomcq.json")).read())["0"]["choices"]["3"]
+    reader = ChunkedVideoReader(long_clip_synthetic["data_dir"], chunk_len=long_clip_synthetic["chunk_len"])
     nested = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
                               scales=SCALES, sample="uniform")
     for s in SCALES:
@@ -265,16 +262,16 @@ def test_multiscale_val_item(synthetic):
 
 
 @pytest.fixture
-def short_clip_meta(synthetic, tmp_path):
+def short_clip_meta(long_clip_synthetic, tmp_path):
     """egoclip.csv with row 0 cut to 6 frames (0.6 s at 10 fps) and row 1 to 2 frames."""
-    frame = egoclip_frame(synthetic)
+    frame = egoclip_frame(long_clip_synthetic)
     frame.loc[0, "clip_end"] = round(frame.loc[0, "clip_start"] + 0.6, 6)
     frame.loc[1, "clip_end"] = round(frame.loc[1, "clip_start"] + 0.2, 6)
-    return with_csv(synthetic, tmp_path, frame)
+    return with_csv(long_clip_synthetic, tmp_path, frame)
 
 
-def test_short_clip_pad_repeats_the_last_frame(synthetic, short_clip_meta):
-    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
+def test_short_clip_pad_repeats_the_last_frame(long_clip_synthetic, short_clip_meta):
+    ds = dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
                  video_params={"short_clip_policy": "pad"})
     item = ds[0]
     assert item["scale_mask"].tolist() == [True, True, True]
@@ -285,8 +282,8 @@ def test_short_clip_pad_repeats_the_last_frame(synthetic, short_clip_meta):
     assert not torch.equal(f16[0], f16[5])
 
 
-def test_short_clip_skip_masks_scales_it_cannot_fill(synthetic, short_clip_meta):
-    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
+def test_short_clip_skip_masks_scales_it_cannot_fill(long_clip_synthetic, short_clip_meta):
+    ds = dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ, meta_dir=short_clip_meta,
                  video_params={"short_clip_policy": "skip"})
     assert ds[0]["scale_mask"].tolist() == [True, False, False]
     item = ds[1]  # 2 frames: even the smallest scale is short, and it is kept
@@ -298,28 +295,29 @@ def test_short_clip_skip_masks_scales_it_cannot_fill(synthetic, short_clip_meta)
 
 # ---------------------------------------------------------------- bad videos
 @pytest.fixture
-def corrupted(synthetic, tmp_path):
+def corrupted(long_clip_synthetic, tmp_path):
     """A copy of the videos with the chunk holding row 0's start overwritten by garbage."""
     videos = tmp_path / "videos"
-    shutil.copytree(synthetic["data_dir"], videos)
-    row = egoclip_frame(synthetic).iloc[0]
-    path = videos / row.video_uid / f"{int(row.clip_start // 5.0)}.mp4"
+    shutil.copytree(long_clip_synthetic["data_dir"], videos)
+    row = egoclip_frame(long_clip_synthetic).iloc[0]
+    path = videos / row.video_uid / f"{int(row.clip_start // long_clip_synthetic['chunk_len'])}.mp4"
     path.write_bytes(b"\x00not an mp4" * 100)
     return str(videos), str(path)
 
 
-def test_strict_loading_raises_naming_the_file(synthetic, corrupted):
+def test_strict_loading_raises_naming_the_file(long_clip_synthetic, corrupted):
     videos, bad_path = corrupted
-    ds = dataset(synthetic, data_dir=videos, video_params={"loading": "strict"})
+    ds = dataset(long_clip_synthetic, data_dir=videos, video_params={"loading": "strict"})
     with pytest.raises(VideoReadError) as info:
         ds[0]
     assert bad_path in str(info.value)
 
 
-def test_lax_loading_replaces_counts_and_logs_once(synthetic, corrupted, caplog):
+def test_lax_loading_replaces_counts_and_logs_once(long_clip_synthetic, corrupted, caplog):
     videos, bad_path = corrupted
-    ds = dataset(synthetic, data_dir=videos, video_params={"loading": "lax"})
-    row0 = egoclip_frame(synthetic).iloc[0]
+    ds = dataset(long_clip_synthetic, data_dir=videos, video_params={"loading": "lax"})
+    row0 = egoclip_frame(long_clip_synthetic).iloc[0]
+    chunk_len = long_clip_synthetic["chunk_len"]
     torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="data_loader.EgoClip_EgoMCQ_dataset"):
         first = ds[0]
@@ -327,27 +325,27 @@ def test_lax_loading_replaces_counts_and_logs_once(synthetic, corrupted, caplog)
     for item in (first, second):
         assert item["meta"]["index"] != 0 and item["video"].shape == (4, 3, RES, RES)
         assert not (item["meta"]["video_uid"] == row0.video_uid
-                    and int(item["meta"]["clip_start"] // 5.0) == int(row0.clip_start // 5.0))
+                    and int(item["meta"]["clip_start"] // chunk_len) == int(row0.clip_start // chunk_len))
     assert ds.bad_reads >= 2
     logged = [r for r in caplog.records if "replacing unreadable" in r.getMessage()]
     assert len(logged) == 1 and bad_path in logged[0].getMessage()
 
 
-def test_lax_loading_gives_up_when_too_many_reads_fail(synthetic, tmp_path):
-    ds = dataset(synthetic, data_dir=str(tmp_path), video_params={"loading": "lax", "max_bad_fraction": 0.1})
+def test_lax_loading_gives_up_when_too_many_reads_fail(long_clip_synthetic, tmp_path):
+    ds = dataset(long_clip_synthetic, data_dir=str(tmp_path), video_params={"loading": "lax", "max_bad_fraction": 0.1})
     with pytest.raises(RuntimeError, match="max_bad_fraction=0.1"):
         ds[0]
 
 
-def test_missing_mcq_clip_is_an_error_naming_it(synthetic, tmp_path):
-    ds = dataset(synthetic, split="val", data_dir=str(tmp_path), video_params={"loading": "lax"})
+def test_missing_mcq_clip_is_an_error_naming_it(long_clip_synthetic, tmp_path):
+    ds = dataset(long_clip_synthetic, split="val", data_dir=str(tmp_path), video_params={"loading": "lax"})
     with pytest.raises(MCQClipError, match=r"egomcq.json item 0 choice 0: clip \S+ \[[0-9.]+, [0-9.]+\] s"):
         ds[0]
 
 
 # ---------------------------------------------------------------- loaders
-def test_dataset_pickles_after_reading(synthetic):
-    ds = dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ)
+def test_dataset_pickles_after_reading(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ)
     ds[0]
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._reader is None and len(clone) == len(ds)
@@ -355,8 +353,8 @@ def test_dataset_pickles_after_reading(synthetic):
     assert [clone._train_clip(i) for i in range(len(ds))] == [ds._train_clip(i) for i in range(len(ds))]
 
 
-def test_scene_segments_group_rows_by_video_and_time_bucket(synthetic):
-    ds = dataset(synthetic, neg_param=10.0)
+def test_scene_segments_group_rows_by_video_and_time_bucket(long_clip_synthetic):
+    ds = dataset(long_clip_synthetic, neg_param=10.0)
     meta = ds.metadata
     keys = [f"{u}_{t // 10.0}" for u, t in zip(meta["video_uid"], meta["narration_time"])]
     expected, _ = pd.factorize(pd.Series(keys))  # the string keys the segments used to be built from
@@ -366,8 +364,8 @@ def test_scene_segments_group_rows_by_video_and_time_bucket(synthetic):
         assert rows.tolist() == [i for i, code in enumerate(expected) if code == seg]
 
 
-def test_multiscale_loader_batches_follow_the_pair_sampler(synthetic):
-    loader = MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"],
+def test_multiscale_loader_batches_follow_the_pair_sampler(long_clip_synthetic):
+    loader = MultiScaleEgoClipDataLoader(**dirs(long_clip_synthetic),
                                          video_params={"input_res": RES, "scales": SCALES}, batch_size=4,
                                          num_workers=1, temporal_pair_ratio=0.5, max_temporal_gap=4.0, seed=3)
     sampler = loader.batch_sampler
@@ -385,9 +383,9 @@ def test_multiscale_loader_batches_follow_the_pair_sampler(synthetic):
         assert len(members) >= 2
 
 
-def test_loader_is_reproducible_per_seed_and_epoch(synthetic):
+def test_loader_is_reproducible_per_seed_and_epoch(long_clip_synthetic):
     def first_batch(seed):
-        loader = EgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"],
+        loader = EgoClipDataLoader(**dirs(long_clip_synthetic),
                                    video_params={"input_res": RES, "num_frames": 4}, batch_size=3, num_workers=1,
                                    seed=seed)
         loader.set_epoch(2)
@@ -398,8 +396,8 @@ def test_loader_is_reproducible_per_seed_and_epoch(synthetic):
     assert a["meta"]["index"].tolist() != c["meta"]["index"].tolist() or not torch.equal(a["video"], c["video"])
 
 
-def test_val_loader_keeps_every_question_in_order(synthetic):
-    loader = MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"], split="val",
+def test_val_loader_keeps_every_question_in_order(long_clip_synthetic):
+    loader = MultiScaleEgoClipDataLoader(**dirs(long_clip_synthetic), split="val",
                                          video_params={"input_res": RES, "scales": [2, 4]}, batch_size=16,
                                          num_workers=0, shuffle=False)
     batches = list(loader)
@@ -408,7 +406,7 @@ def test_val_loader_keeps_every_question_in_order(synthetic):
     assert batches[0]["video"]["frames_4"].shape == (min(16, num_items), 5, 4, 3, RES, RES)
     assert batches[0]["correct"].dtype == torch.long and "temporal_pairs" not in batches[0]
     with pytest.raises(ValueError, match="temporal_pair sampler is for split 'train'"):
-        MultiScaleEgoClipDataLoader(data_dir=synthetic["data_dir"], meta_dir=synthetic["meta_dir"], split="val",
+        MultiScaleEgoClipDataLoader(**dirs(long_clip_synthetic), split="val",
                                     sampler="temporal_pair", num_workers=0)
 
 
@@ -427,13 +425,13 @@ def test_loader_args_validate_against_the_signature():
         check_kwargs({"sampler": "temporal"}, params, var_kw, "data_loader.args")
 
 
-def test_bad_video_params_are_rejected(synthetic):
+def test_bad_video_params_are_rejected(long_clip_synthetic):
     with pytest.raises(ValueError, match="unknown video_params keys \\['num_frame'\\]"):
-        dataset(synthetic, video_params={"num_frame": 4})
+        dataset(long_clip_synthetic, video_params={"num_frame": 4})
     with pytest.raises(ValueError, match="loading"):
-        dataset(synthetic, video_params={"loading": "sloppy"})
+        dataset(long_clip_synthetic, video_params={"loading": "sloppy"})
     with pytest.raises(ValueError, match="num_frames 8 must equal the largest scale 16"):
-        dataset(synthetic, cls=MultiScaleEgoClip_EgoMCQ, video_params={"num_frames": 8})
+        dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ, video_params={"num_frames": 8})
 
 
 def _ddp_loader_worker(rank: int, world: int, port: int, data_dir: str, meta_dir: str, out_dir: str) -> None:
@@ -454,14 +452,14 @@ def _ddp_loader_worker(rank: int, world: int, port: int, data_dir: str, meta_dir
         torch.distributed.destroy_process_group()
 
 
-def test_loaders_shard_by_torch_distributed_rank(synthetic, tmp_path):
+def test_loaders_shard_by_torch_distributed_rank(long_clip_synthetic, tmp_path):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_loader_worker, args=(2, port, synthetic["data_dir"], synthetic["meta_dir"],
-                                                          str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_loader_worker, nprocs=2, args=(
+        2, port, long_clip_synthetic["data_dir"], long_clip_synthetic["meta_dir"], str(tmp_path)))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
     assert len(ranks[0]["pairs"]) == len(ranks[1]["pairs"]) > 0

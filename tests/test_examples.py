@@ -13,11 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 
-@pytest.fixture
-def synthetic(tiny_synthetic):
-    return tiny_synthetic
-
-
 def run_example(name: str, *args) -> str:
     """stdout of ``python examples/<name>.py args`` (one thread: the examples are tiny, the CPU is shared)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -50,8 +45,8 @@ def test_simple_multiscale_demo():
     assert all(row[2] == 0 and sum(row) == pytest.approx(1, abs=2e-3) for row in weight_rows(eval_scales))
 
 
-def test_multiscale_training_example(synthetic):
-    out = run_example("multiscale_training_example.py", "--data", synthetic, "--text", "tiny", "--steps", 6,
+def test_multiscale_training_example(tiny_synthetic):
+    out = run_example("multiscale_training_example.py", "--data", tiny_synthetic, "--text", "tiny", "--steps", 6,
                       "--batch-size", 6, "--lr", 3e-3)
     assert "video: frames_4 (6, 4, 3, 32, 32), frames_8 (6, 8, 3, 32, 32), frames_16 (6, 16, 3, 32, 32)" in out
     rows = re.findall(rf"^\s+(\d+)\s+0\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+(\d+)\s",
@@ -66,8 +61,8 @@ def test_multiscale_training_example(synthetic):
     assert after < before
 
 
-def test_temporal_pair_sampler_demo(synthetic):
-    out = run_example("temporal_pair_sampler_demo.py", "--data", synthetic, "--batch-size", 6, "--ratio", 0.5)
+def test_temporal_pair_sampler_demo(tiny_synthetic):
+    out = run_example("temporal_pair_sampler_demo.py", "--data", tiny_synthetic, "--batch-size", 6, "--ratio", 0.5)
     assert "clips 22, videos 4" in out
     fractions = [float(f) for f in re.findall(rf"pair members ({NUMBER}) of the batch", out)]
     assert fractions and min(fractions) >= 0.5
@@ -84,10 +79,10 @@ def test_temporal_pair_sampler_demo_generates_a_small_dataset(tmp_path):
     assert "every batch >= 0.3: True" in out and "shared clips: 0;" in out
 
 
-def test_temporal_training_integration(synthetic, tmp_path):
-    out = run_example("temporal_training_integration.py", "--data", synthetic, "--out", tmp_path, "--epochs", 2,
+def test_temporal_training_integration(tiny_synthetic, tmp_path):
+    out = run_example("temporal_training_integration.py", "--data", tiny_synthetic, "--out", tmp_path, "--epochs", 2,
                       "--steps-per-epoch", 2, "--batch-size", 6, "--text", "tiny", "-d", "cpu")
-    mcq = json.loads((synthetic / "meta" / "egomcq.json").read_text())
+    mcq = json.loads((tiny_synthetic / "meta" / "egomcq.json").read_text())
     run_dir = Path(re.search(r"^run directory: (.+)$", out, flags=re.M).group(1))
     assert run_dir.parent == tmp_path / "temporal_integration"
     metrics = json.loads((run_dir / "final_metrics.json").read_text())

@@ -29,11 +29,6 @@ TINY_VIDEO = {"model": "SpaceTimeTransformer", "arch_config": "tiny", "embed_dim
               "patch_size": 16, "input_res": 32, "num_frames": 4, "pretrained": False}
 
 
-@pytest.fixture
-def synthetic(tiny_synthetic):
-    return tiny_synthetic
-
-
 def tiny_config(root: Path, save_dir: Path, multiscale: bool = True, valid: bool = False) -> dict:
     scales = [2, 4]
     loader_type = "MultiScaleEgoClipDataLoader" if multiscale else "EgoClipDataLoader"
