@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from model.checkpoint import summarise_keys
 from trainer.engine import Engine, TrainingInterrupted
 from trainer.evaluation import evaluate_task
 from trainer.state import seed_everything
@@ -53,8 +54,15 @@ def build_task(config: ConfigParser, device, splits=("train", "val")):
     return task
 
 
+def _check_resume_path(config: ConfigParser) -> None:
+    """Fail before anything is built (and before a run dir exists) when ``-r/--resume`` names no file."""
+    if config.resume is not None and not Path(config.resume).is_file():
+        raise FileNotFoundError(f"--resume {config.resume}: no such checkpoint file")
+
+
 def train(config: ConfigParser, engine_cls=Engine) -> dict:
     """Build the task from ``config`` and train it with ``engine_cls``; returns the last evaluation metrics."""
+    _check_resume_path(config)
     with distributed_run(config) as info:
         task = build_task(config, info.device)
         engine = engine_cls(task, config, info, config.run_dir)
@@ -77,24 +85,41 @@ def train(config: ConfigParser, engine_cls=Engine) -> dict:
 
 def evaluate(config: ConfigParser, results_name: str = "eval_results.json") -> dict:
     """Load ``config.resume`` (our checkpoint, EgoVLP's, or a bare state dict) into the task's model and run
-    its evaluators on the validation loaders; writes ``<run dir>/<results_name>`` and prints a table."""
+    its evaluators on the validation loaders; writes ``<run dir>/<results_name>`` and prints a table.
+
+    Weights the checkpoint lacks (left as initialised) or had to be resized are listed under
+    ``load_warnings`` in the results and printed: the checkpoint may not be of this architecture."""
+    _check_resume_path(config)
     with distributed_run(config) as info:
         task = build_task(config, info.device, splits=("val",))
+        warnings = []
         if config.resume:
-            task.load_pretrained(config.resume)
+            warnings = load_warnings(task.load_pretrained(config.resume))
         else:
             logger.warning("no --resume checkpoint given: evaluating the model as initialised")
+        for warning in warnings:
+            logger.warning("%s: %s", config.resume, warning)
         ctx = StepContext(device=info.device, global_step=0, epoch=0, total_epochs=0, total_steps=0)
         results = evaluate_task(task, "val", ctx, config.trainer_options.tqdm)
         if info.is_main:
-            write_json(config.run_dir / results_name, {"checkpoint": str(config.resume), **results})
-            print(format_results(results), file=sys.stdout, flush=True)
+            write_json(config.run_dir / results_name,
+                       {"checkpoint": str(config.resume), "load_warnings": warnings, **results})
+            print(format_results(results, warnings), file=sys.stdout, flush=True)
         return results
 
 
-def format_results(results: dict) -> str:
+def load_warnings(report) -> list[str]:
+    """What a weight load adapted: parameters missing from the checkpoint, tensors resized to fit."""
+    warnings = []
+    if getattr(report, "missing", None):
+        warnings.append(f"not in the checkpoint, left as initialised: {summarise_keys(report.missing)}")
+    warnings.extend(f"resized {message}" for message in getattr(report, "resized", None) or [])
+    return warnings
+
+
+def format_results(results: dict, warnings=()) -> str:
     """Human-readable table: accuracies in percent (with the question count where known), other metrics."""
-    lines = ["Evaluation results:"]
+    lines = [f"WARNING: {warning}" for warning in warnings] + ["Evaluation results:"]
     for key in sorted(k for k, v in results.items() if isinstance(v, float)):
         count = results.get(key.replace("_acc", "_questions")) if key.endswith("_acc") else None
         unit = " %" if key.endswith("_acc") else ""
