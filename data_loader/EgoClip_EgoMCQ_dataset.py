@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import av
 import numpy as np
@@ -25,17 +27,40 @@ from torch.utils.data import Dataset
 from data_loader.frame_sampling import sample_multiscale_indices
 from data_loader.metadata import ClipRow, MCQItem, load_egoclip, load_egomcq, load_taxonomy, multi_hot
 from data_loader.transforms import VideoTransform, frame_size, init_video_transform_dict
+from data_loader.video_backends import BACKENDS, DecodeSize
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
 from utils.egoclip_format import chunk_index, seconds_to_frame_range
 
 logger = logging.getLogger(__name__)
 
 SPLIT_FILES = {"train": "egoclip.csv", "val": "egomcq.json", "test": "egomcq.json"}
-VIDEO_PARAM_DEFAULTS = {"input_res": 224, "num_frames": 4, "loading": "strict", "max_bad_fraction": 0.05,
-                        "scales": None, "short_clip_policy": "pad"}
-READER_DEFAULTS = {"backend": "decord", "chunk_len": None, "decode_size": None}
 DEFAULT_CHUNK_LEN = 600.0
 SHORT_CLIP_POLICIES = ("pad", "skip")
+
+
+@dataclass
+class VideoClipParams:
+    """The keys of a dataset's ``video_params`` (see :class:`EgoClip_EgoMCQ`) with their defaults."""
+
+    input_res: int = 224
+    num_frames: int = 4
+    loading: Literal["strict", "lax"] = "strict"
+    max_bad_fraction: float = 0.05
+    scales: list[int] | None = None
+    short_clip_policy: Literal[SHORT_CLIP_POLICIES] = "pad"
+
+
+@dataclass
+class ReaderParams:
+    """The keys of a dataset's ``reader`` dict: video backend, chunk length (seconds), decode size (pixels)."""
+
+    backend: Literal[BACKENDS] = "decord"
+    chunk_len: float | None = None
+    decode_size: DecodeSize = None
+
+
+VIDEO_PARAM_DEFAULTS = asdict(VideoClipParams())
+READER_DEFAULTS = asdict(ReaderParams())
 # 'lax' loading tolerates this many failed reads before judging the failed fraction.
 BAD_READ_GRACE = 10
 
@@ -194,7 +219,8 @@ class EgoClip_EgoMCQ(Dataset):
         """(``{'frames_<s>': float [s, 3, R, R]}`` for every scale, ``scale_mask`` bool ``[num_scales]``).
 
         One decode and one transform per clip: the finest scale's frames are read and transformed once
-        (one crop/flip) and every coarser scale is a nested subset of them (the reader's nested rule).
+        (one crop/flip) and every coarser scale is a nested subset of them (``sample_multiscale_indices``
+        over their positions).
         A clip with ``n`` distinct frames fewer than a scale ``s`` gets its ``n`` frames with the last
         one repeated up to ``s``; with ``short_clip_policy='skip'`` such scales are also masked out
         (the smallest scale is always kept).

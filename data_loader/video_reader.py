@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_loader.frame_sampling import sample_frame_indices, sample_multiscale_indices
+from data_loader.frame_sampling import sample_frame_indices
 from data_loader.video_backends import BACKENDS, DecodeSize, VideoReadError, open_video
 from utils.egoclip_format import (chunk_index, chunk_of_frame, first_frame_of_chunk, seconds_to_frame_range,
                                   time_to_frame)
@@ -112,18 +112,14 @@ class ChunkedVideoReader:
         """Path of chunk ``chunk`` of ``video_uid``."""
         return os.path.join(self.data_dir, video_uid, f"{chunk}.mp4")
 
-    def read_clip(self, video_uid: str, clip_start: float, clip_end: float, num_frames: int | None = None,
-                  scales: Sequence[int] | None = None, sample: str = "uniform",
-                  rng: np.random.Generator | None = None) -> torch.Tensor | dict[int, torch.Tensor]:
-        """Frames sampled from ``[clip_start, clip_end)`` seconds of ``video_uid``.
+    def read_clip(self, video_uid: str, clip_start: float, clip_end: float, num_frames: int,
+                  sample: str = "uniform", rng: np.random.Generator | None = None) -> torch.Tensor:
+        """uint8 ``[num_frames, H, W, 3]``: frames sampled from ``[clip_start, clip_end)`` seconds of ``video_uid``.
 
-        Exactly one of ``num_frames`` (-> uint8 ``[num_frames, H, W, 3]``) and ``scales``
-        (-> ``{scale: uint8 [scale, H, W, 3]}``, nested sampling, one decode of the union; the scales'
-        tensors may be views of one buffer) is given.
-        ``sample``: 'uniform' (segment middles) or 'rand' (random frame per segment, from ``rng``).
+        ``sample``: 'uniform' (segment middles) or 'rand' (random frame per segment, from ``rng``); short
+        clips repeat frames. Multi-scale datasets read their finest scale here and take the coarser scales
+        from it (:class:`data_loader.MultiScaleEgoClip_dataset.MultiScaleEgoClip_EgoMCQ`).
         """
-        if (num_frames is None) == (scales is None):
-            raise ValueError("give exactly one of num_frames and scales")
         clip = (video_uid, float(clip_start), float(clip_end))
         if not clip_end >= clip_start:
             raise VideoReadError("clip end is before its start", clip=clip)
@@ -133,17 +129,10 @@ class ChunkedVideoReader:
             fps = chunks.require(chunk_index(start, self.chunk_len)).fps
             start_frame, end_frame = seconds_to_frame_range(start, float(clip_end), fps)
             self._locate(chunks, start_frame, fps, clamp=False)
-            if scales is None:
-                wanted = {None: sample_frame_indices(num_frames, start_frame, end_frame, sample, rng)}
-            else:
-                wanted = sample_multiscale_indices(scales, start_frame, end_frame, sample, rng)
-            union = sorted({i for indices in wanted.values() for i in indices})
-            frames = self._decode_frames(chunks, union, fps, clamp=True)
+            indices = sample_frame_indices(num_frames, start_frame, end_frame, sample, rng)
+            return torch.from_numpy(self._decode_frames(chunks, indices, fps, clamp=True))
         finally:
             chunks.close()
-        row = {frame_index: row for row, frame_index in enumerate(union)}
-        out = {key: torch.from_numpy(_take(frames, [row[i] for i in indices])) for key, indices in wanted.items()}
-        return out[None] if scales is None else out
 
     def read_frames(self, video_uid: str, times_sec: Sequence[float]) -> torch.Tensor:
         """The frame shown at each time (seconds), in the given order: uint8 ``[T, H, W, 3]``.
@@ -210,8 +199,8 @@ class ChunkedVideoReader:
 
 
 def _take(frames: np.ndarray, rows: list[int]) -> np.ndarray:
-    """``frames[rows]``, as a view (no copy) when ``rows`` is an arithmetic progression, e.g. all rows
-    in order or every 4th: multi-scale outputs may share memory."""
+    """``frames[rows]``, as a view (no copy) when ``rows`` is an arithmetic progression (e.g. every
+    decoded frame once, in order: the usual clip)."""
     step = rows[1] - rows[0] if len(rows) > 1 else 1
     if step > 0 and rows == list(range(rows[0], rows[0] + step * len(rows), step)):
         return frames[rows[0]: rows[-1] + 1: step]

@@ -12,6 +12,7 @@ import torch
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, MCQClipError
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.data_loader import EgoClipDataLoader, MultiScaleEgoClipDataLoader
+from data_loader.frame_sampling import sample_multiscale_indices
 from data_loader.metadata import (EGOCLIP_COLUMNS, PackedStrings, TagLists, load_egoclip, load_egomcq, load_taxonomy,
                                   parse_tag_list)
 from data_loader.samplers import TemporalPairBatchSampler
@@ -251,13 +252,14 @@ def test_multiscale_val_item(long_clip_synthetic):
     # uniform nested sampling: the middle frames of the 16-frame view are the 4-frame view
     torch.testing.assert_close(item["video"]["frames_4"], item["video"]["frames_16"][:, [2, 6, 10, 14]],
                                rtol=0, atol=0)
-    # and they are the reader's own nested multi-scale frames through the eval transform
+    # every scale is the nested subset of the reader's 16 uniformly sampled frames, through the eval transform
     choice = json.loads(open(os.path.join(long_clip_synthetic["meta_dir"], "egomcq.json")).read())["0"]["choices"]["3"]
     reader = ChunkedVideoReader(long_clip_synthetic["data_dir"], chunk_len=long_clip_synthetic["chunk_len"])
-    nested = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
-                              scales=SCALES, sample="uniform")
+    finest = reader.read_clip(choice["video_uid"], float(choice["clip_start"]), float(choice["clip_end"]),
+                              num_frames=max(SCALES), sample="uniform")
+    positions = sample_multiscale_indices(SCALES, 0, max(SCALES), "uniform")
     for s in SCALES:
-        torch.testing.assert_close(item["video"][f"frames_{s}"][3], EvalVideoTransform(RES)(nested[s]),
+        torch.testing.assert_close(item["video"][f"frames_{s}"][3], EvalVideoTransform(RES)(finest[positions[s]]),
                                    rtol=0, atol=1e-5)
 
 
