@@ -11,9 +11,7 @@ writes ``benchmarks/results/data_pipeline.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine_info, write_report  # noqa: E402
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ  # noqa: E402
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ  # noqa: E402
 from data_loader.collate import EgoClipCollate  # noqa: E402
@@ -98,19 +97,12 @@ def main(argv=None) -> int:
     report = {"benchmark": "data_pipeline", "what": "decode + transforms + collate per training clip",
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "data")},
               "dataset": "given" if args.data else "generated", "num_clips_in_set": num_items,
-              "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "cpus": os.cpu_count(), "platform": platform.platform()},
-              "results": results, "time_ratios": ratios}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp_out = args.out + ".tmp"
-    with open(tmp_out, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp_out, args.out)
+              "machine": machine_info(torch=torch.__version__), "results": results, "time_ratios": ratios}
 
     print(f"{'variant':<14}{'clips/s':>10}{'ms/clip':>10}{'time vs single_16':>20}")
     for name, r in results.items():
         print(f"{name:<14}{r['clips_per_s']:>10.1f}{r['ms_per_clip']:>10.1f}{ratios[f'{name}_vs_single_16']:>20.2f}")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

@@ -37,7 +37,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine_info, write_report  # noqa: E402
 from data_loader import metadata as md  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "metadata.json")
@@ -301,26 +301,19 @@ def main(argv=None) -> int:
     extrapolated = {v: {k: r[k] * scale for k in keys} for v, r in results.items()}
     report = {"benchmark": "metadata", "what": "memory of load_egoclip's table (MiB), see the script docstring",
               "csv": "given" if args.csv else "generated", "csv_mib": csv_mib, "rows_kept": rows,
-              "machine": {"python": platform.python_version(), "pandas": pd.__version__, "numpy": np.__version__,
-                          "cpus": os.cpu_count(), "platform": platform.platform()},
+              "machine": machine_info(pandas=pd.__version__, numpy=np.__version__),
               "results": results, f"linear_extrapolation_to_{EGOCLIP_ROWS}_rows": extrapolated,
               "note": "retained memory and cow_dirty scale linearly with rows; the compact loader's peak does "
                       "not (it parses chunk by chunk: peak = retained + the narration bytes while they are "
                       "joined + one chunk), so its extrapolated peak is an upper bound",
               "ratios_legacy_over_compact": {k: results["legacy"][k] / max(results["compact"][k], 1e-9)
                                              for k in keys}}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp_out = args.out + ".tmp"
-    with open(tmp_out, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp_out, args.out)
-
     print(f"{rows} rows kept of a {csv_mib:.1f} MiB egoclip.csv; MiB (×{scale:.0f} for {EGOCLIP_ROWS} rows)")
     for variant, r in results.items():
         print(f"{variant}: load {r['load_s']:.2f} s")
         for k in keys:
             print(f"  {k.replace('_mib', ''):<26}{r[k]:>8.1f}   ({r[k] * scale:>6.0f} at {EGOCLIP_ROWS} rows)")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

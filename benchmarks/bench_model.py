@@ -21,7 +21,6 @@ Usage: python benchmarks/bench_model.py [--preset small --batch-size 2 --repeats
 Writes benchmarks/results/model.json and prints a table.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,6 +34,7 @@ from torch.utils._pytree import tree_flatten
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import write_report  # noqa: E402
 from model.model import MultiScaleVideoEncoder  # noqa: E402
 from tests.test_video_transformer import egovlp_forward  # noqa: E402
 
@@ -199,10 +199,6 @@ def main():
             'plain_mb': plain_bytes / 2 ** 20, 'checkpointed_mb': checkpointed_bytes / 2 ** 20,
             'reduction': 1 - checkpointed_bytes / plain_bytes, 'target_reduction': 0.40},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, 'w') as handle:
-        json.dump(results, handle, indent=2)
-
     mem = results['multiscale_step_peak_memory']
     print(f"{args.preset} ({backbone.embed_dim}-d, depth {len(backbone.blocks)}, {resolution}px, "
           f"batch {args.batch_size}) on {device}, {torch.get_num_threads()} threads, {args.repeats} repeats")
@@ -221,7 +217,7 @@ def main():
     print(f"{'multi-scale step peak memory (MiB): plain / ckpt':<48}{mem['plain_mb']:>10.1f}"
           f"{mem['checkpointed_mb']:>10.1f}")
     print(f"{'grad checkpointing reduction (target >= 0.40)':<48}{mem['reduction']:>10.2f}")
-    print(f"wrote {args.out}")
+    write_report(results, args.out)
 
 
 if __name__ == '__main__':
