@@ -15,7 +15,6 @@ once and trained on in turn; the loss on them is also measured before and after 
 at one temperature, so that neither dropout nor the temperature schedule blurs the comparison.
 The dataset is generated in ``--data`` if absent (``--small``: a small one). About a minute on 2 CPU cores.
 """
-import argparse
 import itertools
 import sys
 import time
@@ -27,16 +26,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from data_loader.data_loader import MultiScaleEgoClipDataLoader  # noqa: E402
+from examples.common import example_parser, synthetic_data  # noqa: E402
 from model.loss import MultiScaleEgoNCE  # noqa: E402
 from model.model import MultiScaleFrozenInTime  # noqa: E402
 from model.presets import TEXT_PRESETS  # noqa: E402
-from utils.synthetic import ensure_dataset  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
-    parser.add_argument("--small", action="store_true", help="generate a small dataset if --data is absent")
+    parser = example_parser(__doc__)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-batches", type=int, default=1, help="fixed batches, decoded once, trained on in turn")
@@ -75,8 +72,7 @@ def mean_loss(model, loss_fn, batches, step):
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    data = Path(args.data)
-    ensure_dataset(data, args.small)
+    data = synthetic_data(args)
 
     loader = MultiScaleEgoClipDataLoader(
         data_dir=str(data / "videos"), meta_dir=str(data / "meta"), split="train",

@@ -14,7 +14,6 @@ decoded) and prints:
 - with 2 replicas (as under DDP): the batches of rank 0 and rank 1 are disjoint.
 The dataset is generated in ``--data`` if absent (``--small``: a small one). Runs in seconds.
 """
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -26,12 +25,11 @@ import numpy as np  # noqa: E402
 
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ  # noqa: E402
 from data_loader.samplers import TemporalPairBatchSampler  # noqa: E402
-from utils.synthetic import ensure_dataset  # noqa: E402
+from examples.common import example_parser, synthetic_data  # noqa: E402
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
-    parser.add_argument("--small", action="store_true", help="generate a small dataset if --data is absent")
+    parser = example_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ratio", type=float, default=0.3, help="requested fraction of pair members per batch")
     parser.add_argument("--max-gap", type=float, default=2.0, help="max seconds between adjacent narrations")
@@ -39,7 +37,6 @@ def parse_args(argv=None):
     parser.add_argument("--show-batches", type=int, default=5, help="batches of epoch 0 to list")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
 
 
 def print_adjacency(metadata, max_gap):
@@ -119,8 +116,7 @@ def print_shards(dataset, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    data = Path(args.data)
-    ensure_dataset(data, args.small)
+    data = synthetic_data(args)
     dataset = EgoClip_EgoMCQ(data_dir=str(data / "videos"), meta_dir=str(data / "meta"), split="train")
     disjoint_pairs = print_adjacency(dataset.metadata, args.max_gap)
     sampler = TemporalPairBatchSampler(dataset, args.batch_size, args.ratio, args.max_gap, num_replicas=1, rank=0,

@@ -14,7 +14,6 @@ prints the EgoMCQ accuracies, the run directory (checkpoints, train.log, config.
 the TensorBoard scalars. A run this short does not learn much; ``make demo`` trains for real.
 The dataset is generated in ``--data`` if absent (``--small``: a small one). About a minute on 2 CPU cores.
 """
-import argparse
 import logging
 import sys
 import tempfile
@@ -25,18 +24,16 @@ sys.path.insert(0, str(ROOT))
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from examples.common import example_parser, synthetic_data  # noqa: E402
 from model.presets import TEXT_PRESETS  # noqa: E402
 from trainer.launch import format_results, train  # noqa: E402
 from trainer.trainer_multiscale_egoclip import MultiScale_Trainer_dist  # noqa: E402
 from utils.config import ConfigParser  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
-from utils.synthetic import ensure_dataset  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)")
-    parser.add_argument("--small", action="store_true", help="generate a small dataset if --data is absent")
+    parser = example_parser(__doc__)
     parser.add_argument("--out", default=None, help="save_dir for the run (default: a new temporary folder, kept)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps-per-epoch", type=int, default=4, help="trainer.max_steps_per_epoch")
@@ -130,8 +127,7 @@ def print_tensorboard(log_dir: Path) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    data = Path(args.data)
-    ensure_dataset(data, args.small)
+    data = synthetic_data(args)
     save_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="egovlp_integration_"))
     config = ConfigParser(build_config(args, data, save_dir), source="temporal_training_integration.py",
                           device=args.device)
