@@ -7,18 +7,20 @@ Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles and reseeds w
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ
+from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, ReaderParams, VideoClipParams
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.collate import EgoClipCollate
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import init_video_transform_dict
+from utils.config import ArgsOf
 from utils.distributed import get_rank, get_world_size
+from utils.registry import LOADERS
 from data_loader.worker_signals import ignore_preemption_signals
 
 SAMPLERS = ("temporal_pair", "random", "distributed")
@@ -44,10 +46,13 @@ class _TextVideoDataLoader(DataLoader):
     dataset_class = EgoClip_EgoMCQ
     default_train_sampler = "random"
 
-    def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
+    def __init__(self, dataset_name: str = "EgoClip",
+                 video_params: Annotated[dict | None, ArgsOf(VideoClipParams)] = None,
                  data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
-                 split: Literal["train", "val", "test"] = "train", reader: dict | str | None = None,
-                 neg_param: float | None = None, tsfm_params: dict | None = None, tsfm_split: str | None = None,
+                 split: Literal["train", "val", "test"] = "train",
+                 reader: Annotated[dict | str | None, ArgsOf(ReaderParams)] = None, neg_param: float | None = None,
+                 tsfm_params: Annotated[dict | None, ArgsOf(init_video_transform_dict)] = None,
+                 tsfm_split: str | None = None,
                  batch_size: int = 16, num_workers: int = 4, pin_memory: bool | None = None,
                  persistent_workers: bool = False, prefetch_factor: int | None = None, shuffle: bool = True,
                  seed: int = 0, sampler: Literal["temporal_pair", "random", "distributed"] | None = None,
@@ -90,6 +95,7 @@ class _TextVideoDataLoader(DataLoader):
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@LOADERS.register()
 class EgoClipDataLoader(_TextVideoDataLoader):
     """EgoClip/EgoMCQ batches with ``video`` ``[B, T, 3, R, R]`` (``[B, 5, T, 3, R, R]`` for EgoMCQ)."""
 
@@ -97,6 +103,7 @@ class EgoClipDataLoader(_TextVideoDataLoader):
     default_train_sampler = "random"
 
 
+@LOADERS.register()
 class MultiScaleEgoClipDataLoader(_TextVideoDataLoader):
     """Multi-scale batches: ``video`` is ``{'frames_<s>': [B, s, 3, R, R]}`` plus ``scale_mask`` ``[B, S]``;
     training batches come from the :class:`TemporalPairBatchSampler` unless ``sampler`` says otherwise."""

@@ -151,8 +151,9 @@ class EvalVideoTransform(VideoTransform):
 
 
 def init_video_transform_dict(input_res: int = 224, center_crop: int = 256, resize_short: int = 256,
-                              randcrop_scale=(0.5, 1.0), hflip_prob: float = 0.5, norm_mean=IMAGENET_MEAN,
-                              norm_std=IMAGENET_STD) -> dict:
+                              randcrop_scale: tuple[float, float] = (0.5, 1.0), hflip_prob: float = 0.5,
+                              norm_mean: tuple[float, float, float] = IMAGENET_MEAN,
+                              norm_std: tuple[float, float, float] = IMAGENET_STD) -> dict:
     """``{'train', 'val', 'test'}`` transforms with EgoVLP's defaults (``tsfm_params`` in configs).
 
     ``hflip_prob`` 0 turns the flip off, for data whose narrations name a left/right direction.

@@ -1,11 +1,14 @@
-"""Video-text contrastive losses and the trainer-facing objective.
+"""Video-text contrastive losses and the trainer-facing objectives.
 
-Config ``loss.type`` names resolved in this module: ``MultiScaleEgoNCE``,
-``EnhancedEgoNCEWithTemporal`` (same class), ``EgoNCEObjective`` (baseline, no temporal
-term), ``EgoNCE``, ``NormSoftmaxLoss``, ``TemporalConsistencyLoss``.
+Objectives (config ``loss.type``, registered in ``utils.registry.LOSSES``): ``EgoNCEObjective``
+(baseline: EgoNCE with a fixed or scheduled temperature) and ``MultiScaleEgoNCE`` (alias
+``EnhancedEgoNCEWithTemporal``: the same plus the temporal consistency term). Both derive from
+``ScheduledEgoNCE`` and are called as ``objective(text_embeds, video_embeds, verb_vec=, noun_vec=,
+temporal_pairs=, scale_embeds=, step=, epoch=, total_epochs=) -> (loss, components)``.
 """
 import inspect
 import logging
+from typing import Annotated
 
 import torch
 import torch.nn as nn
@@ -14,11 +17,13 @@ import torch.nn.functional as F
 from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
 from model.schedulers import CosineTemperatureScheduler
 from model.temporal_loss import TemporalConsistencyLoss
+from utils.config import ArgsOf
+from utils.registry import LOSSES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['EgoNCE', 'NormSoftmaxLoss', 'MultiScaleEgoNCE', 'EnhancedEgoNCEWithTemporal',
-           'EgoNCEObjective', 'TemporalConsistencyLoss', 'CosineTemperatureScheduler']
+__all__ = ['EgoNCE', 'NormSoftmaxLoss', 'ScheduledEgoNCE', 'EgoNCEObjective', 'MultiScaleEgoNCE',
+           'EnhancedEgoNCEWithTemporal', 'TemporalConsistencyLoss', 'CosineTemperatureScheduler']
 
 
 def _self_cosine(vectors):
@@ -109,59 +114,62 @@ def _gather_tags(tag_vec, sizes, device):
     return all_gather_tensor(tag_vec.to(device=device, dtype=torch.float32), sizes)
 
 
-def _build_from_dict(cls, args, option):
+def _build_from_dict(cls, args, option, owner):
     """``cls(**args)`` with unknown keys reported under the objective's ``option`` name."""
     allowed = set(inspect.signature(cls).parameters)
     unknown = sorted(set(args) - allowed)
     if unknown:
-        raise ValueError(f"MultiScaleEgoNCE: unknown key(s) {unknown} in '{option}'; allowed: {sorted(allowed)}")
+        raise ValueError(f"{owner}: unknown key(s) {unknown} in '{option}'; allowed: {sorted(allowed)}")
     return cls(**args)
 
 
-class MultiScaleEgoNCE(nn.Module):
-    """EgoNCE on the global batch + lambda * temporal consistency on the local batch.
+TemperatureSchedule = Annotated[dict | None, ArgsOf(CosineTemperatureScheduler)]
 
-    ``total = egonce + lambda * temporal`` with the effective weight
-    ``lambda = consistency_weight * temporal_loss.lambda_at(epoch, total_epochs)``:
-    the ``temporal`` dict's lambda_start/lambda_end give the schedule's shape and
-    ``consistency_weight`` (``--cw``) scales it; ``consistency_weight=0`` is plain EgoNCE
-    (the temporal term is then not computed). Components report ``lambda`` as this product.
+
+class ScheduledEgoNCE(nn.Module):
+    """EgoNCE on the global batch with a fixed or cosine-scheduled temperature; the shared base of the objectives.
 
     Args:
-        consistency_weight: multiplier of the temporal term (>= 0).
         temperature: EgoNCE temperature when ``temperature_schedule`` is None.
-        temperature_schedule: None or ``CosineTemperatureScheduler`` args
-            {initial_temp, final_temp, total_steps}; the temperature then follows ``step``.
+        temperature_schedule: None or ``CosineTemperatureScheduler`` args {initial_temp, final_temp,
+            total_steps}; the temperature then follows ``step``. Without ``total_steps`` the schedule spans the
+            run: the engine calls :meth:`set_total_steps` with the run's optimizer steps.
         noun, verb: which tags define EgoNCE positives (both False: InfoNCE).
-        temporal: None (defaults) or ``TemporalConsistencyLoss`` args, including
-            'embeddings': 'fused' | 'per_scale' | 'cross_scale'.
 
     Distributed: with torch.distributed initialised and world > 1, text/video embeddings
     and tag vectors are all-gathered (unequal per-rank batches allowed); the gather's
     backward sums gradients over ranks, so with DDP's gradient averaging W ranks x b clips
     give the EgoNCE gradients of one process with the W*b clips. Do not rescale the loss.
-    The temporal term uses only the local batch (pairs index local positions); under DDP
-    its gradient is the mean over ranks of the local temporal gradients.
     Everything is computed in float32 with autocast disabled, whatever the embeddings' dtype.
     """
 
-    def __init__(self, consistency_weight: float = 0.1, temperature: float = 0.05,
-                 temperature_schedule: dict | None = None, noun: bool = True, verb: bool = True,
-                 temporal: dict | None = None):
+    def __init__(self, temperature: float = 0.05, temperature_schedule: TemperatureSchedule = None,
+                 noun: bool = True, verb: bool = True):
         super().__init__()
-        if consistency_weight < 0:
-            raise ValueError(f"MultiScaleEgoNCE: consistency_weight must be >= 0, got {consistency_weight}")
-        self.consistency_weight = float(consistency_weight)
         self.egonce = EgoNCE(temperature=temperature, noun=noun, verb=verb)
         self.temperature_scheduler = (None if temperature_schedule is None else _build_from_dict(
-            CosineTemperatureScheduler, temperature_schedule, 'temperature_schedule'))
-        self.temporal_loss = _build_from_dict(TemporalConsistencyLoss, temporal or {}, 'temporal')
+            CosineTemperatureScheduler, temperature_schedule, 'temperature_schedule', type(self).__name__))
+        self.derives_total_steps = temperature_schedule is not None and 'total_steps' not in temperature_schedule
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Length of the temperature schedule in optimizer steps, unless the config gave ``total_steps``.
+
+        Call it before loading a checkpoint, so that a resumed run keeps the schedule it saved.
+        """
+        if self.derives_total_steps:
+            self.temperature_scheduler.set_total_steps(total_steps)
 
     def current_temperature(self, step):
         """EgoNCE temperature at optimizer step ``step``."""
         if self.temperature_scheduler is None:
             return self.egonce.temperature
         return self.temperature_scheduler.set_step(step)
+
+    def temporal_term(self, video_embeds, temporal_pairs, scale_embeds, epoch, total_epochs):
+        """``(loss, weight, num_pairs)`` added to EgoNCE as ``weight * loss``; none here: ``num_pairs`` counts the
+        batch's temporal pairs."""
+        num_pairs = 0 if temporal_pairs is None else len(temporal_pairs)
+        return torch.zeros((), dtype=torch.float32, device=video_embeds.device), 0.0, num_pairs
 
     def forward(self, text_embeds, video_embeds, verb_vec=None, noun_vec=None, temporal_pairs=None,
                 scale_embeds=None, step=0, epoch=0, total_epochs=1):
@@ -172,31 +180,24 @@ class MultiScaleEgoNCE(nn.Module):
         (i, j, dt) of local positions; scale_embeds: {scale: [b, D]}; step: optimizer step
         (temperature schedule); epoch: 0-based, of total_epochs (lambda schedule).
         components: 'egonce', 'temporal' (detached float32 tensors), 'lambda',
-        'temperature' (floats), 'num_pairs' (int, pairs within max_time_gap).
+        'temperature' (floats), 'num_pairs' (int).
         """
         if text_embeds.shape[0] != video_embeds.shape[0]:
-            raise ValueError(f"MultiScaleEgoNCE: {text_embeds.shape[0]} text embeddings but "
+            raise ValueError(f"{type(self).__name__}: {text_embeds.shape[0]} text embeddings but "
                              f"{video_embeds.shape[0]} video embeddings")
         device = video_embeds.device
         temperature = self.current_temperature(step)
-        weight = self.consistency_weight * self.temporal_loss.lambda_at(epoch, total_epochs)
         with torch.autocast(device_type=device.type, enabled=False):
             sizes = gather_batch_sizes(video_embeds.shape[0], device)
             text = F.normalize(all_gather_with_grad(text_embeds, sizes).float(), dim=-1)
             video = F.normalize(all_gather_with_grad(video_embeds, sizes).float(), dim=-1)
             verbs, nouns = (_gather_tags(vec, sizes, device) for vec in (verb_vec, noun_vec))
             egonce = self.egonce(text @ video.t(), verbs, nouns, temperature=temperature)
-
-            pairs = (torch.zeros((0, 2), dtype=torch.long, device=device) if temporal_pairs is None
-                     else self.temporal_loss.valid_pairs(temporal_pairs, video_embeds.shape[0], device=device))
-            if weight > 0 and pairs.shape[0] > 0:
-                temporal = self.temporal_loss.loss_on_pairs(video_embeds, pairs, scale_embeds)
-                total = egonce + weight * temporal
-            else:
-                temporal = torch.zeros((), dtype=torch.float32, device=device)
-                total = egonce
+            temporal, weight, num_pairs = self.temporal_term(video_embeds, temporal_pairs, scale_embeds, epoch,
+                                                             total_epochs)
+            total = egonce + weight * temporal if weight > 0 and num_pairs > 0 else egonce
         components = {'egonce': egonce.detach(), 'temporal': temporal.detach(), 'lambda': weight,
-                      'temperature': float(temperature), 'num_pairs': int(pairs.shape[0])}
+                      'temperature': float(temperature), 'num_pairs': num_pairs}
         return total, components
 
     def get_extra_state(self):
@@ -218,13 +219,52 @@ class MultiScaleEgoNCE(nn.Module):
         self.temperature_scheduler.load_state_dict(saved)
 
 
+@LOSSES.register()
+class EgoNCEObjective(ScheduledEgoNCE):
+    """Baseline objective: EgoNCE with a fixed or scheduled temperature, no temporal term (see ScheduledEgoNCE)."""
+
+
+@LOSSES.register('MultiScaleEgoNCE', 'EnhancedEgoNCEWithTemporal')
+class MultiScaleEgoNCE(ScheduledEgoNCE):
+    """EgoNCE on the global batch + lambda * temporal consistency on the local batch.
+
+    ``total = egonce + lambda * temporal`` with the effective weight
+    ``lambda = consistency_weight * temporal_loss.lambda_at(epoch, total_epochs)``:
+    the ``temporal`` dict's lambda_start/lambda_end give the schedule's shape and
+    ``consistency_weight`` (``--cw``) scales it; ``consistency_weight=0`` is plain EgoNCE
+    (the temporal term is then not computed). Components report ``lambda`` as this product
+    and ``num_pairs`` as the pairs within ``max_time_gap``.
+
+    Args:
+        consistency_weight: multiplier of the temporal term (>= 0).
+        temperature, temperature_schedule, noun, verb: as in ScheduledEgoNCE.
+        temporal: None (defaults) or ``TemporalConsistencyLoss`` args, including
+            'embeddings': 'fused' | 'per_scale' | 'cross_scale'.
+
+    The temporal term uses only the local batch (pairs index local positions); under DDP
+    its gradient is the mean over ranks of the local temporal gradients.
+    """
+
+    def __init__(self, consistency_weight: float = 0.1, temperature: float = 0.05,
+                 temperature_schedule: TemperatureSchedule = None, noun: bool = True, verb: bool = True,
+                 temporal: Annotated[dict | None, ArgsOf(TemporalConsistencyLoss)] = None):
+        super().__init__(temperature=temperature, temperature_schedule=temperature_schedule, noun=noun, verb=verb)
+        if consistency_weight < 0:
+            raise ValueError(f"MultiScaleEgoNCE: consistency_weight must be >= 0, got {consistency_weight}")
+        self.consistency_weight = float(consistency_weight)
+        self.temporal_loss = _build_from_dict(TemporalConsistencyLoss, temporal or {}, 'temporal', 'MultiScaleEgoNCE')
+
+    def temporal_term(self, video_embeds, temporal_pairs, scale_embeds, epoch, total_epochs):
+        """``(temporal loss, consistency_weight * lambda_at(epoch), pairs within max_time_gap)``."""
+        device = video_embeds.device
+        weight = self.consistency_weight * self.temporal_loss.lambda_at(epoch, total_epochs)
+        pairs = (torch.zeros((0, 2), dtype=torch.long, device=device) if temporal_pairs is None
+                 else self.temporal_loss.valid_pairs(temporal_pairs, video_embeds.shape[0], device=device))
+        if weight > 0 and pairs.shape[0] > 0:
+            temporal = self.temporal_loss.loss_on_pairs(video_embeds, pairs, scale_embeds)
+        else:
+            temporal = torch.zeros((), dtype=torch.float32, device=device)
+        return temporal, weight, int(pairs.shape[0])
+
+
 EnhancedEgoNCEWithTemporal = MultiScaleEgoNCE
-
-
-class EgoNCEObjective(MultiScaleEgoNCE):
-    """Baseline objective: ``MultiScaleEgoNCE`` without the temporal term."""
-
-    def __init__(self, temperature: float = 0.05, temperature_schedule: dict | None = None,
-                 noun: bool = True, verb: bool = True):
-        super().__init__(consistency_weight=0.0, temperature=temperature,
-                         temperature_schedule=temperature_schedule, noun=noun, verb=verb, temporal=None)

@@ -13,24 +13,60 @@ state dict), 'time_init', 'input_res' / 'img_size', the overrides 'embed_dim', '
 EgoVLP's 'vit_init' and 'attention_style' ('frozen-in-time') are accepted.
 """
 import logging
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from model.checkpoint import TEMPORAL_EMBED_FIXES, load_vit_weights
 from model.checkpoint import load_weights as load_weights_into
-from model.fusion import ScaleFusion
-from model.presets import video_preset
-from model.text_encoder import (build_text_model, build_tokenizer, cls_embedding, text_embed_dim,
-                                validate_text_params)
-from model.video_transformer import SpaceTimeTransformer
+from model.fusion import FUSION_TYPES, ScaleFusion
+from model.presets import VIDEO_PRESETS, video_preset
+from model.text_encoder import (DEFAULT_TEXT_MODEL, build_text_model, build_tokenizer, cls_embedding,
+                                text_embed_dim, validate_text_params)
+from model.video_transformer import TEMPORAL_EMBED_MODES, TIME_INITS, SpaceTimeTransformer
+from utils.config import ArgsOf
+from utils.registry import MODELS
 
 logger = logging.getLogger(__name__)
 
-VIDEO_PARAM_KEYS = ('model', 'arch_config', 'num_frames', 'pretrained', 'time_init', 'input_res', 'img_size',
-                    'embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'temporal_embed_mode',
-                    'grad_checkpointing', 'load_temporal_fix', 'vit_init', 'attention_style')
+
+@dataclass
+class VideoModelParams:
+    """The keys of `video_params` (see the module docstring) with build_video_model's defaults."""
+
+    model: Literal['SpaceTimeTransformer'] = 'SpaceTimeTransformer'
+    arch_config: Literal[tuple(VIDEO_PRESETS)] = 'base_patch16_224'
+    num_frames: int = 4
+    pretrained: Literal[False] | str = False
+    time_init: Literal[TIME_INITS] = 'zeros'
+    input_res: int | None = None
+    img_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    patch_size: int | None = None
+    mlp_ratio: float | None = None
+    temporal_embed_mode: Literal[TEMPORAL_EMBED_MODES] = 'first'
+    grad_checkpointing: bool = False
+    load_temporal_fix: Literal[tuple(TEMPORAL_EMBED_FIXES)] = 'zeros'
+    vit_init: str | None = None
+    attention_style: Literal['frozen-in-time'] = 'frozen-in-time'
+
+
+@dataclass
+class TextParams:
+    """The keys of `text_params` (see model.text_encoder) with their defaults."""
+
+    model: str = DEFAULT_TEXT_MODEL
+    pretrained: bool = True
+    input: Literal['text'] = 'text'
+    tokenizer: str | None = None
+    config_overrides: dict = field(default_factory=dict)
+
+
+VIDEO_PARAM_KEYS = tuple(f.name for f in fields(VideoModelParams))
 ARCH_OVERRIDE_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio')
 
 
@@ -76,6 +112,7 @@ def _without_pretrained(params):
     return {**params, 'pretrained': False}
 
 
+@MODELS.register()
 class FrozenInTime(nn.Module):
     """EgoVLP's dual encoder: texts and videos -> `projection_dim` embeddings (not normalised).
 
@@ -86,7 +123,9 @@ class FrozenInTime(nn.Module):
     # Parameter-name prefixes an EgoVLP checkpoint lacks and a strict load may leave missing.
     NEW_PARAMETER_PREFIXES = ()
 
-    def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None):
+    def __init__(self, video_params: Annotated[dict, ArgsOf(VideoModelParams)],
+                 text_params: Annotated[dict, ArgsOf(TextParams)], projection_dim: int = 256,
+                 projection: Literal['minimal'] = 'minimal', load_checkpoint: str | dict | None = None):
         super().__init__()
         if projection != 'minimal':
             raise ValueError(f"projection must be 'minimal', got {projection!r}")
@@ -235,6 +274,7 @@ class MultiScaleVideoEncoder(MultiScaleVideoPath, nn.Module):
         return self.compute_video(frames, scale_mask=scale_mask, return_scales=return_scales)
 
 
+@MODELS.register()
 class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
     """FrozenInTime whose video side is the multi-scale encoder; `data['video']` is the frames dict.
 
@@ -243,8 +283,11 @@ class MultiScaleFrozenInTime(MultiScaleVideoPath, FrozenInTime):
 
     NEW_PARAMETER_PREFIXES = ('fusion.',)
 
-    def __init__(self, video_params, text_params, projection_dim=256, projection='minimal', load_checkpoint=None,
-                 scales=(4, 8, 16), fusion_type='learned_weighted', eval_scales=None):
+    def __init__(self, video_params: Annotated[dict, ArgsOf(VideoModelParams)],
+                 text_params: Annotated[dict, ArgsOf(TextParams)], projection_dim: int = 256,
+                 projection: Literal['minimal'] = 'minimal', load_checkpoint: str | dict | None = None,
+                 scales: tuple[int, ...] = (4, 8, 16), fusion_type: Literal[FUSION_TYPES] = 'learned_weighted',
+                 eval_scales: tuple[int, ...] | None = None):
         scales, eval_scales = validate_scales(scales, eval_scales)
         video_params = multiscale_video_params(video_params, scales)
         if load_checkpoint:

@@ -5,6 +5,8 @@ access (module ``__getattr__``): ``EnhancedEgoNCEWithTemporal`` (the trainer-fac
 ``model.loss``, which imports this module) and ``TemporalPairBatchSampler`` (in
 ``data_loader.samplers``; importing the model package never imports the data package).
 """
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,7 +34,8 @@ class TemporalConsistencyLoss(nn.Module):
     """
 
     def __init__(self, lambda_start: float = 0.1, lambda_end: float = 0.3, max_time_gap: float = 2.0,
-                 loss_type: str = 'cosine', temperature: float = 0.1, embeddings: str = 'fused'):
+                 loss_type: Literal[LOSS_TYPES] = 'cosine', temperature: float = 0.1,
+                 embeddings: Literal[EMBEDDING_CHOICES] = 'fused'):
         super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"TemporalConsistencyLoss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")

@@ -6,7 +6,10 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from utils.registry import LR_SCHEDULES
 
+
+@LR_SCHEDULES.register()
 class WarmupDecaySchedule(LambdaLR):
     """Linear warmup over ``warmup_steps`` optimizer steps, then cosine / linear / constant decay.
 

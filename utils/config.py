@@ -1,46 +1,82 @@
-"""JSON experiment configs: loading, CLI overrides, validation, object construction, run dirs.
+"""JSON experiment configs: loading (with ``_base_`` inheritance), CLI overrides, validation, building, run dirs.
 
-A config is a JSON object with the sections below. Sections of the form ``{"type": ..., "args": {...}}``
-resolve ``type`` through :data:`SECTION_MODULES` and check ``args`` against the constructor signature of
-the class it names, so a typo or a wrong type fails before anything is built, naming the config file.
+A config is a JSON object with the sections below. A typed section ``{"type": ..., "args": {...}}`` resolves
+``type`` through its registry in :mod:`utils.registry` (``optimizer``: an attribute of ``torch.optim``) and
+checks ``args`` against the constructor's signature at every depth (see :mod:`utils.config_schema`), so a typo
+or a wrong type fails before anything is built, naming the config file and the dotted key.
 
     {
+      "_base_": ["../_base_/models/tiny.json"],                                 # optional, see utils.config_files
       "name": "multiscale_egoclip",
-      "arch": {"type": "MultiScaleFrozenInTime", "args": {...}},
-      "data_loader": {"type": "MultiScaleEgoClipDataLoader", "args": {...}},   # or a list of them
+      "task": {"type": "EgoClipPretraining", "args": {...}},                   # optional (this is the default)
+      "arch": {"type": "MultiScaleFrozenInTime", "args": {...}},               # MODELS
+      "data_loader": {"type": "MultiScaleEgoClipDataLoader", "args": {...}},   # LOADERS; or a list of them
       "valid_data_loader": {...},                                               # optional, dict or list
-      "optimizer": {"type": "AdamW", "args": {"lr": 3e-5}},
-      "lr_scheduler": {"type": "WarmupCosineSchedule", "args": {...}},          # optional
-      "loss": {"type": "MultiScaleEgoNCE", "args": {...}},
-      "metrics": ["egomcq_accuracy"],
-      "trainer": {"epochs": 10, "save_dir": "saved", ...}
+      "optimizer": {"type": "AdamW", "args": {"lr": 3e-5}},                     # torch.optim
+      "lr_scheduler": {"type": "WarmupDecaySchedule", "args": {...}},          # LR_SCHEDULES, optional
+      "loss": {"type": "MultiScaleEgoNCE", "args": {...}},                     # LOSSES
+      "evaluators": [{"type": "EgoMCQ", "args": {}}],                          # EVALUATORS, optional list
+      "metrics": ["egomcq_accuracy"],                                           # optional: evaluator names
+      "hooks": [{"type": "...", "args": {...}}],                                # HOOKS, optional list
+      "trainer": {"epochs": 10, "save_dir": "saved", ...}                      # trainer.options.TrainerOptions
     }
+
+``metrics`` is shorthand for ``evaluators`` entries without args (a config has one or the other). The task
+class (``task.type``, default ``EgoClipPretraining`` once registered) may list ``consistent_keys``: groups of
+dotted keys that must hold equal values wherever present; a list-valued section applies the path to each entry.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import importlib
 import inspect
 import json
 import os
-import typing
+import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from utils.config_files import BASE_KEY, load_config_file
+from utils.config_schema import ArgsOf, ConfigError, check_args, check_kwargs, closest, signature_params
+from utils.registry import EVALUATORS, HOOKS, LOADERS, LOSSES, LR_SCHEDULES, MODELS, TASKS
+
+__all__ = ["ArgsOf", "ConfigError", "ConfigParser", "apply_overrides", "build_arg_parser", "check_consistent_keys",
+           "check_kwargs", "resolve_type", "set_by_path", "validate_config"]
+
+
+class _TorchOptimizers:
+    """``torch.optim`` optimizer classes by name, looked up like a Registry."""
+
+    kind = "optimizer"
+
+    def get(self, name: str):
+        import torch.optim
+        obj = getattr(torch.optim, name, None)
+        if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer):
+            return obj
+        names = [n for n, v in vars(torch.optim).items()
+                 if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer]
+        raise KeyError(f"unknown optimizer type '{name}'{closest(name, names)}")
+
 
 # Where the ``type`` of each typed section is looked up.
-SECTION_MODULES = {
-    "arch": "model.model",
-    "data_loader": "data_loader.data_loader",
-    "valid_data_loader": "data_loader.data_loader",
-    "optimizer": "torch.optim",
-    "lr_scheduler": "trainer.lr_schedule",
-    "loss": "model.loss",
+SECTION_REGISTRIES = {
+    "task": TASKS,
+    "arch": MODELS,
+    "data_loader": LOADERS,
+    "valid_data_loader": LOADERS,
+    "optimizer": _TorchOptimizers(),
+    "lr_scheduler": LR_SCHEDULES,
+    "loss": LOSSES,
+    "evaluators": EVALUATORS,
+    "hooks": HOOKS,
 }
+LIST_ALLOWED = {"data_loader", "valid_data_loader"}  # one entry or a list of entries
+LIST_ONLY = {"evaluators", "hooks"}                   # always a list of entries
 # Constructor arguments that the code passes itself and a config must not set.
 INJECTED_ARGS = {
+    "task": {"model", "objective"},
     "optimizer": {"params"},
     "lr_scheduler": {"optimizer", "total_steps"},
 }
@@ -48,123 +84,29 @@ INJECTED_ARGS = {
 PLAIN_SECTIONS = {"name": (str, True), "metrics": (list, False), "trainer": (dict, True)}
 # Typed sections a config must have, by what the run does with it.
 REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader")}
-LIST_ALLOWED = {"data_loader", "valid_data_loader"}
-TRAINER_OPTIONS = "trainer.options.TrainerOptions"
-METRICS_MODULE = "model.metric"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names the config file and the key."""
-
-
-def _closest(key: str, valid) -> str:
-    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {sorted(valid)}"
-
-
-def _import_object(dotted: str):
-    module_name, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
+DEFAULT_TASK = "EgoClipPretraining"
+TRAINER_OPTIONS_MODULE = "trainer.options"
+_signature_params = signature_params  # the name tests/test_datasets.py imports
 
 
 def resolve_type(section: str, type_name: str):
-    """The class a section's ``type`` names, e.g. ``resolve_type('loss', 'MultiScaleEgoNCE')``."""
-    module = importlib.import_module(SECTION_MODULES[section])
-    obj = getattr(module, type_name, None)
-    if obj is None or not callable(obj):
-        candidates = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
-        raise KeyError(f"unknown {section} type '{type_name}' in {module.__name__}{_closest(type_name, candidates)}")
-    return obj
+    """The class a section's ``type`` names, e.g. ``resolve_type('loss', 'MultiScaleEgoNCE')``; KeyError if unknown."""
+    return SECTION_REGISTRIES[section].get(type_name)
 
 
-# ----------------------------------------------------------------------------- type checking
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _matches(value, expected) -> bool:
-    """Whether a JSON value fits an annotation (int is accepted for float; bool is not an int)."""
-    if expected in (inspect.Parameter.empty, Any, None):
-        return True
-    origin = typing.get_origin(expected)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        return any(_matches(value, arg) for arg in typing.get_args(expected))
-    if origin is typing.Literal:
-        return value in typing.get_args(expected)
-    if expected is type(None):
-        return value is None
-    base = origin or expected
-    if base in (list, tuple, typing.Sequence):
-        return isinstance(value, (list, tuple))
-    if base in (dict, typing.Mapping):
-        return isinstance(value, dict)
-    if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(base, type):
-        return isinstance(value, base)
-    return True
-
-
-def _expected_type(param: inspect.Parameter):
-    """The annotation if it is a real type, else the type of the default (None default: anything)."""
-    ann = param.annotation
-    if isinstance(ann, str):
-        ann = inspect.Parameter.empty  # unresolved string annotation
-    if ann is not inspect.Parameter.empty:
-        return ann
-    if param.default is inspect.Parameter.empty or param.default is None:
-        return inspect.Parameter.empty
-    default_type = type(param.default)
-    return list if default_type is tuple else default_type
-
-
-def _signature_params(obj) -> tuple[dict, bool]:
-    """Named parameters of a class constructor (with resolved annotations) and whether it takes **kwargs."""
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return {}, True
-    try:
-        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
-    except Exception:
-        hints = {}
-    params, var_kw = {}, False
-    for name, p in sig.parameters.items():
-        if p.kind is p.VAR_KEYWORD:
-            var_kw = True
-        elif p.kind is not p.VAR_POSITIONAL and name != "self":
-            params[name] = p.replace(annotation=hints.get(name, p.annotation))
-    return params, var_kw
-
-
-def check_kwargs(kwargs: dict, params: dict, var_kw: bool, where: str, injected=()) -> None:
-    """Raise ConfigError for unknown, wrongly typed or missing arguments of one constructor."""
-    for key, value in kwargs.items():
-        if key in injected:
-            raise ConfigError(f"{where}.{key} is set by the code and must not be in the config")
-        if key not in params:
-            if var_kw:
-                continue
-            raise ConfigError(f"unknown key '{where}.{key}'{_closest(key, params)}")
-        expected = _expected_type(params[key])
-        if not _matches(value, expected):
-            raise ConfigError(f"wrong type for '{where}.{key}': expected {_type_name(expected)}, "
-                              f"got {type(value).__name__} ({value!r})")
-    for name, p in params.items():
-        if p.default is inspect.Parameter.empty and name not in kwargs and name not in injected:
-            raise ConfigError(f"missing required key '{where}.{name}'")
+def _trainer_options_class():
+    return importlib.import_module(TRAINER_OPTIONS_MODULE).TrainerOptions
 
 
 # ----------------------------------------------------------------------------- validation
 def validate_config(config: dict, source: str = "<config>", purpose: str = "train") -> None:
-    """Check a whole config before anything is built. Raises ConfigError naming ``source`` and the key.
-
-    ``purpose`` ('train' or 'eval') selects the sections that must be present.
-    """
+    """Check a whole (``_base_``-resolved) config before anything is built; ConfigError naming ``source`` and
+    the dotted key. ``purpose`` ('train' or 'eval') selects the sections that must be present."""
     try:
         _validate(config, REQUIRED_TYPED[purpose])
+        task = _task_class(config)
+        if task is not None:
+            check_consistent_keys(config, getattr(task, "consistent_keys", ()))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -172,10 +114,12 @@ def validate_config(config: dict, source: str = "<config>", purpose: str = "trai
 def _validate(config: dict, required_sections) -> None:
     if not isinstance(config, dict):
         raise ConfigError(f"top level must be a JSON object, got {type(config).__name__}")
-    valid_top = set(SECTION_MODULES) | set(PLAIN_SECTIONS)
+    if BASE_KEY in config:
+        raise ConfigError(f"'{BASE_KEY}' is resolved when a config file is read; use ConfigParser.from_file")
+    valid_top = set(SECTION_REGISTRIES) | set(PLAIN_SECTIONS)
     for key in config:
         if key not in valid_top:
-            raise ConfigError(f"unknown key '{key}'{_closest(key, valid_top)}")
+            raise ConfigError(f"unknown key '{key}'{closest(key, valid_top)}")
     for key, (json_type, required) in PLAIN_SECTIONS.items():
         if key not in config:
             if required:
@@ -185,32 +129,32 @@ def _validate(config: dict, required_sections) -> None:
     for section in required_sections:
         if section not in config:
             raise ConfigError(f"missing required key '{section}'")
-    for section in SECTION_MODULES:
-        if section not in config:
-            continue
-        value = config[section]
-        if isinstance(value, list) and section in LIST_ALLOWED:
-            if not value:
-                raise ConfigError(f"'{section}' is an empty list")
-            for i, entry in enumerate(value):
-                _validate_typed(section, entry, f"{section}[{i}]")
-        else:
-            _validate_typed(section, value, section)
-    params, var_kw = _signature_params(_import_object(TRAINER_OPTIONS))
-    check_kwargs(config["trainer"], params, var_kw, "trainer")
-    metric_module = importlib.import_module(METRICS_MODULE)
-    for i, name in enumerate(config.get("metrics", [])):
-        if not callable(getattr(metric_module, str(name), None)):
-            names = [n for n, v in vars(metric_module).items() if inspect.isfunction(v) and not n.startswith("_")]
-            raise ConfigError(f"unknown metric 'metrics[{i}]' = {name!r}{_closest(str(name), names)}")
+    for section in SECTION_REGISTRIES:
+        if section in config:
+            _validate_section(section, config[section])
+    check_args(config["trainer"], _trainer_options_class(), "trainer")
+    _validate_metrics(config)
 
 
-def _validate_typed(section: str, entry, where: str) -> None:
+def _validate_section(section: str, value) -> None:
+    if section in LIST_ONLY and not isinstance(value, list):
+        raise ConfigError(f"wrong type for '{section}': expected a list of objects with 'type' and 'args', "
+                          f"got {type(value).__name__}")
+    if isinstance(value, list) and section in LIST_ALLOWED | LIST_ONLY:
+        if not value and section in LIST_ALLOWED:
+            raise ConfigError(f"'{section}' is an empty list")
+        for i, entry in enumerate(value):
+            _validate_entry(section, entry, f"{section}[{i}]")
+    else:
+        _validate_entry(section, value, section)
+
+
+def _validate_entry(section: str, entry, where: str) -> None:
     if not isinstance(entry, dict):
         raise ConfigError(f"wrong type for '{where}': expected object with 'type' and 'args', got {type(entry).__name__}")
     for key in entry:
         if key not in ("type", "args"):
-            raise ConfigError(f"unknown key '{where}.{key}'{_closest(key, ('type', 'args'))}")
+            raise ConfigError(f"unknown key '{where}.{key}'{closest(key, ('type', 'args'))}")
     if not isinstance(entry.get("type"), str):
         raise ConfigError(f"missing required key '{where}.type' (a string)")
     args = entry.get("args", {})
@@ -220,8 +164,58 @@ def _validate_typed(section: str, entry, where: str) -> None:
         cls = resolve_type(section, entry["type"])
     except KeyError as err:
         raise ConfigError(f"'{where}.type': {err.args[0]}") from None
-    params, var_kw = _signature_params(cls)
-    check_kwargs(args, params, var_kw, f"{where}.args", INJECTED_ARGS.get(section, ()))
+    check_args(args, cls, f"{where}.args", INJECTED_ARGS.get(section, ()))
+
+
+def _validate_metrics(config: dict) -> None:
+    metrics = config.get("metrics")
+    if metrics is None:
+        return
+    if "evaluators" in config:
+        raise ConfigError("both 'metrics' and 'evaluators' are given; list every evaluator under 'evaluators'")
+    for i, name in enumerate(metrics):
+        if not isinstance(name, str):
+            raise ConfigError(f"wrong type for 'metrics[{i}]': expected str (an evaluator name), "
+                              f"got {type(name).__name__}")
+        try:
+            EVALUATORS.get(name)
+        except KeyError as err:
+            raise ConfigError(f"'metrics[{i}]': {err.args[0]}") from None
+
+
+def _task_class(config: dict):
+    """The task class of a validated config; None when there is no ``task`` and the default is not registered."""
+    entry = config.get("task")
+    if entry is not None:
+        return resolve_type("task", entry["type"])
+    return TASKS.get(DEFAULT_TASK) if DEFAULT_TASK in TASKS else None
+
+
+def values_at(config: dict, path: str) -> list[tuple[str, object]]:
+    """``(dotted key, value)`` of every place the dotted ``path`` reaches in ``config``; a list met before the
+    end of the path applies the rest of it to each element (named ``section[i]``). Absent keys give nothing."""
+    found = []
+
+    def walk(node, keys: list[str], name: str) -> None:
+        if not keys:
+            found.append((name, node))
+        elif isinstance(node, list):
+            for i, element in enumerate(node):
+                walk(element, keys, f"{name}[{i}]")
+        elif isinstance(node, dict) and keys[0] in node:
+            walk(node[keys[0]], keys[1:], f"{name}.{keys[0]}" if name else keys[0])
+
+    walk(config, path.split("."), "")
+    return found
+
+
+def check_consistent_keys(config: dict, groups) -> None:
+    """ConfigError naming both keys and values when the present values of a group of dotted paths differ."""
+    for group in groups:
+        found = [item for path in group for item in values_at(config, path)]
+        for name, value in found[1:]:
+            if value != found[0][1]:
+                raise ConfigError(f"'{name}' = {value!r} differs from '{found[0][0]}' = {found[0][1]!r}")
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -235,8 +229,7 @@ def parse_value(text: str):
 
 def set_by_path(config: dict, path: str, value) -> None:
     """Set ``a.b.0.c`` in place. A list met without an index applies the rest of the path to every element."""
-    keys = path.split(".")
-    _set(config, keys, value, path)
+    _set(config, path.split("."), value, path)
 
 
 def _set(node, keys: list[str], value, path: str) -> None:
@@ -272,7 +265,7 @@ NAMED_OVERRIDES = {
 
 
 def apply_overrides(config: dict, args: argparse.Namespace) -> dict:
-    """A copy of ``config`` with ``--lr/--bs/--cw`` and every ``--set key=value`` applied."""
+    """A copy of ``config`` with ``--lr/--bs/--cw`` and every ``--set key=value`` applied, in that order."""
     config = copy.deepcopy(config)
     for flag, path in NAMED_OVERRIDES.items():
         value = getattr(args, flag, None)
@@ -293,10 +286,10 @@ def build_arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("-r", "--resume", default=None, help="checkpoint to resume from (or evaluate)")
     parser.add_argument("-d", "--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda'")
     parser.add_argument("--lr", type=float, default=None, help="optimizer learning rate")
-    parser.add_argument("--bs", type=int, default=None, help="training batch size per process")
+    parser.add_argument("--bs", type=int, default=None, help="training batch size per process (every loader)")
     parser.add_argument("--cw", type=float, default=None, help="temporal consistency weight")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override any config value (JSON-typed); repeatable")
+                        help="override any config value (JSON-typed; after _base_ is resolved); repeatable")
     parser.add_argument("--run-id", default=None,
                         help="run directory name (default: a timestamp); reuse one to auto-resume, e.g. a SLURM job id")
     return parser
@@ -305,8 +298,9 @@ def build_arg_parser(description: str) -> argparse.ArgumentParser:
 class ConfigParser:
     """A validated config plus the CLI options of one run.
 
-    Attributes: ``config`` (dict), ``source`` (config file path), ``resume`` (checkpoint path or None),
-    ``device`` (str), ``run_id`` (str or None), ``run_dir`` (Path, after :meth:`make_run_dir`).
+    Attributes: ``config`` (the resolved dict: ``_base_`` merged, overrides applied), ``source`` (config file
+    path), ``resume`` (checkpoint path or None), ``device`` (str), ``run_id`` (str or None), ``run_dir`` (Path,
+    after :meth:`make_run_dir`).
     """
 
     def __init__(self, config: dict, source: str = "<config>", resume: str | None = None,
@@ -317,14 +311,9 @@ class ConfigParser:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, overrides: argparse.Namespace | None = None, **kwargs) -> "ConfigParser":
+        """Read ``path`` (resolving ``_base_``), apply CLI ``overrides``, validate. Raises ConfigError."""
         path = str(path)
-        try:
-            with open(path) as f:
-                raw = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+        raw = load_config_file(path)
         if overrides is not None:
             try:
                 raw = apply_overrides(raw, overrides)
@@ -333,10 +322,21 @@ class ConfigParser:
         return cls(raw, source=path, **kwargs)
 
     @classmethod
-    def from_args(cls, argv=None, description: str = "Multi-scale EgoVLP", purpose: str = "train") -> "ConfigParser":
+    def parse_args(cls, argv=None, description: str = "Multi-scale EgoVLP", purpose: str = "train") -> "ConfigParser":
+        """:meth:`from_file` for command-line arguments (``-c``, ``--set``, ...). Raises ConfigError."""
         args = build_arg_parser(description).parse_args(argv)
         return cls.from_file(args.config, overrides=args, resume=args.resume, device=args.device,
                              run_id=args.run_id, purpose=purpose)
+
+    @classmethod
+    def from_args(cls, argv=None, description: str = "Multi-scale EgoVLP", purpose: str = "train") -> "ConfigParser":
+        """:meth:`parse_args` for run scripts: a bad config prints ``error: <message>`` (one line) to stderr
+        and exits with status 2."""
+        try:
+            return cls.parse_args(argv, description, purpose)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     # -- access
     def __getitem__(self, key):
@@ -348,18 +348,31 @@ class ConfigParser:
     @property
     def trainer_options(self):
         """The ``trainer`` section as a TrainerOptions dataclass."""
-        return _import_object(TRAINER_OPTIONS)(**self.config["trainer"])
+        return _trainer_options_class()(**self.config["trainer"])
+
+    def task_class(self):
+        """The class ``task.type`` names (default ``EgoClipPretraining``); KeyError if it is not registered."""
+        return resolve_type("task", self.entries("task")[0]["type"])
 
     def entries(self, section: str) -> list[dict]:
-        """A typed section as a list of ``{type, args}`` (a single dict becomes a one-element list)."""
+        """A typed section as a list of ``{type, args}``: a single entry becomes a one-element list, an absent
+        section an empty one; ``task`` defaults to ``EgoClipPretraining`` and ``evaluators`` to ``metrics``."""
+        if section == "task":
+            return [self.config.get("task") or {"type": DEFAULT_TASK}]
+        if section == "evaluators" and "evaluators" not in self.config:
+            return [{"type": name} for name in self.config.get("metrics", [])]
         value = self.config.get(section)
         if value is None:
             return []
         return list(value) if isinstance(value, list) else [value]
 
     def init_obj(self, section: str, *args, entry: dict | None = None, **kwargs):
-        """Build the object a typed section names: ``cls(*args, **config_args, **kwargs)``."""
-        entry = entry if entry is not None else self.config[section]
+        """Build the object a one-entry section names: ``cls(*args, **config_args, **kwargs)``."""
+        if entry is None:
+            entries = self.entries(section)
+            if len(entries) != 1:
+                raise ConfigError(f"{self.source}: '{section}' has {len(entries)} entries; use init_all")
+            entry = entries[0]
         cls = resolve_type(section, entry["type"])
         config_args = dict(entry.get("args", {}))
         clash = set(config_args) & set(kwargs)
@@ -368,7 +381,7 @@ class ConfigParser:
         return cls(*args, **config_args, **kwargs)
 
     def init_all(self, section: str, *args, **kwargs) -> list:
-        """Build every entry of a section that may be a list (e.g. several training loaders)."""
+        """Build every entry of a section (e.g. several training loaders, the evaluators, the hooks)."""
         return [self.init_obj(section, *args, entry=e, **kwargs) for e in self.entries(section)]
 
     # -- run directory
@@ -399,9 +412,8 @@ class ConfigParser:
         return run_dir
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the resolved config (after overrides) as JSON, atomically."""
+        """Write the resolved config (``_base_`` merged, overrides applied) as JSON, atomically."""
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(self.config, indent=2) + "\n")
         os.replace(tmp, path)
-
