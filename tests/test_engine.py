@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import tests.tiny_task  # noqa: F401  (registers the tiny task's classes)
+import tests.tiny_task
+from tests.tiny_task import with_import_paths
 from trainer import launch
+from trainer.engine import Engine
 from trainer.hooks import exponential_epochs
 from trainer.state import load_training_checkpoint
 from utils.config import ConfigParser
@@ -57,8 +59,12 @@ def test_a_new_task_trains_and_evaluates_with_no_trainer_code(tmp_path):
     assert logged["val/top1"][-1] == pytest.approx(metrics["top1"])
     assert (run_dir / "model_best.pth").exists()
     assert json.loads((run_dir / "final_metrics.json").read_text()) == metrics
-    ckpt = load_training_checkpoint(run_dir / "latest.pth")
-    assert ckpt["hooks"] == [{"best": max(logged["val/top1"]), "evaluated_epoch": 4}]
+    best_epoch = logged["val/top1"].index(max(logged["val/top1"])) + 1
+    best = load_training_checkpoint(run_dir / "model_best.pth")
+    assert best["hooks"] == [{"best": max(logged["val/top1"]), "evaluated_epoch": best_epoch}]
+    assert best["epoch"] == best_epoch
+    # latest.pth is written before the epoch's evaluation (a stop during it loses no training)
+    assert load_training_checkpoint(run_dir / "latest.pth")["hooks"][0]["evaluated_epoch"] == 3
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
@@ -74,7 +80,7 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
         torch.testing.assert_close(small["state_dict"][key], big["state_dict"][key], rtol=0, atol=1e-6)
 
 
-def test_one_optimizer_per_parameter_set_is_checkpointed_and_resumed(tmp_path):
+def test_one_optimizer_per_parameter_set_is_checkpointed_and_resumed(tmp_path, monkeypatch):
     config = tiny_task_config(tmp_path, epochs=2, monitor="off")
     config["task"]["args"]["split_optimizers"] = True
     config["lr_scheduler"] = {"type": "WarmupDecaySchedule", "args": {"warmup_steps": 2}}
@@ -84,10 +90,19 @@ def test_one_optimizer_per_parameter_set_is_checkpointed_and_resumed(tmp_path):
     logged = scalars(full_dir / "tensorboard")
     assert "schedule/lr_encoder_all" in logged and "schedule/lr_head_all" in logged
 
-    half = copy.deepcopy(config)
-    half["trainer"]["epochs"] = 1  # the first epoch of the same run, then resumed for the second
-    half_dir, _ = train(half, run_id="half")
-    resumed_dir, _ = train(config, resume=str(half_dir / "latest.pth"), run_id="resumed")
+    original = Engine.train_step
+
+    def signal_at_step_11(self, batch):  # a preemption in the middle of epoch 2
+        result = original(self, batch)
+        if self.global_step == 11:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(Engine, "train_step", signal_at_step_11)
+    cut_dir, _ = train(config, run_id="cut")
+    monkeypatch.setattr(Engine, "train_step", original)
+    assert load_training_checkpoint(cut_dir / "latest.pth")["global_step"] == 11
+    resumed_dir, _ = train(config, resume=str(cut_dir / "latest.pth"), run_id="resumed")
     resumed = load_training_checkpoint(resumed_dir / "latest.pth")
     for key in full["state_dict"]:
         torch.testing.assert_close(resumed["state_dict"][key], full["state_dict"][key], rtol=0, atol=0)
@@ -131,16 +146,14 @@ def test_a_stop_during_evaluation_keeps_the_epoch_and_evaluates_on_resume(tmp_pa
     resumed_dir, metrics = train(config, resume=str(cut_dir / "latest.pth"), run_id="resumed")
     assert "running the evaluation of epoch 1 that the previous run did not finish" in \
         (resumed_dir / "train.log").read_text()
-    assert load_training_checkpoint(resumed_dir / "latest.pth")["hooks"][0]["evaluated_epoch"] == 2
+    resumed = load_training_checkpoint(resumed_dir / "latest.pth")
+    assert (resumed["epoch"], resumed["hooks"][0]["evaluated_epoch"]) == (2, 1)  # written before epoch 2's
+    assert "evaluation (val) after epoch 2" in (resumed_dir / "train.log").read_text()
 
 
 def test_two_processes_with_batch_4_equal_one_process_with_batch_8(tmp_path):
-    config = tiny_task_config(tmp_path, epochs=1, monitor="off")
+    config = with_import_paths(tiny_task_config(tmp_path, epochs=1, monitor="off"))
     config.pop("valid_data_loader")
-    for section, name in (("task", "TinyFeatureClassification"), ("arch", "TinyMLP"),
-                          ("data_loader", "TinyFeatureLoader"), ("loss", "TinyCrossEntropy")):
-        config[section]["type"] = f"tests.tiny_task.{name.replace('TinyCrossEntropy', 'nn.CrossEntropyLoss')}"
-    config["loss"]["type"] = "torch.nn.CrossEntropyLoss"
     single_dir, _ = train(config, run_id="single")
     config["data_loader"]["args"]["batch_size"] = 4
     path = tmp_path / "ddp.json"

@@ -5,10 +5,15 @@ config names these classes by their dotted import paths).
 """
 from __future__ import annotations
 
+import copy
+import time
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
+from data_loader.worker_signals import ignore_preemption_signals
 from trainer.tasks.base import StepOutput, Task
 from utils import distributed
 from utils.registry import EVALUATORS, LOADERS, LOSSES, MODELS, TASKS
@@ -28,11 +33,12 @@ class TinyFeatureLoader(DataLoader):
     """Batches ``{'x': [B, dim], 'y': [B]}`` in a fixed order, sharded over ranks like DistributedSampler."""
 
     def __init__(self, split: str = "train", num_items: int = 64, dim: int = 8, num_classes: int = 3,
-                 batch_size: int = 8, seed: int = 0):
+                 batch_size: int = 8, seed: int = 0, num_workers: int = 0):
         items = gaussian_blobs(num_items, dim, num_classes, seed, split)
         order = DistributedSampler(items, num_replicas=distributed.get_world_size(), rank=distributed.get_rank(),
                                    shuffle=False)
-        super().__init__(items, batch_size=batch_size, sampler=order, collate_fn=default_collate)
+        super().__init__(items, batch_size=batch_size, sampler=order, collate_fn=default_collate,
+                         num_workers=num_workers, worker_init_fn=ignore_preemption_signals)
 
 
 @MODELS.register("TinyMLP")
@@ -53,12 +59,22 @@ LOSSES.register("TinyCrossEntropy")(nn.CrossEntropyLoss)
 
 @EVALUATORS.register("TinyTop1")
 class TinyTop1:
-    """Top-1 accuracy in percent over every rank's shard (``top1``, ``items``)."""
+    """Top-1 accuracy in percent over every rank's shard (``top1``, ``items``).
+
+    ``seconds_per_batch`` slows it down and ``started_marker`` (a path) is created at the first batch, so a
+    test can send a signal while an evaluation is surely running.
+    """
+
+    def __init__(self, seconds_per_batch: float = 0.0, started_marker: str | None = None):
+        self.seconds_per_batch, self.started_marker = seconds_per_batch, started_marker
 
     def reset(self):
         self.counts = torch.zeros(2, dtype=torch.float64)
 
     def process(self, batch, predictions):
+        if self.started_marker:
+            Path(self.started_marker).touch()
+        time.sleep(self.seconds_per_batch)
         self.counts += torch.tensor([(predictions.cpu() == batch["y"]).sum().item(), len(batch["y"])],
                                     dtype=torch.float64)
 
@@ -89,3 +105,16 @@ class TinyFeatureClassification(Task):
             return super().optimizer_groups(base_lr, weight_decay, options)
         return {part: [{"name": "all", "params": list(getattr(self.model, part).parameters())}]
                 for part in ("encoder", "head")}
+
+
+def with_import_paths(config: dict) -> dict:
+    """A copy of a tiny-task config naming its classes by import path, for a process that has not imported this
+    module (``run/train.py`` under torchrun)."""
+    config = copy.deepcopy(config)
+    for section in ("task", "arch", "data_loader", "valid_data_loader"):
+        if section in config:
+            config[section]["type"] = f"{__name__}.{config[section]['type']}"
+    config["loss"]["type"] = "torch.nn.CrossEntropyLoss"
+    for evaluator in config.get("evaluators", []):
+        evaluator["type"] = f"{__name__}.{evaluator['type']}"
+    return config

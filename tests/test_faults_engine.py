@@ -1,0 +1,132 @@
+"""Faults around the engine, each run as a user would meet it: exit code, time to exit, message, checkpoint."""
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tests.tiny_task
+from tests.tiny_task import with_import_paths
+from tests.test_engine import tiny_task_config, train
+from tests.test_trainer import tiny_config
+from trainer import launch
+from trainer.state import load_training_checkpoint
+from utils.config import ConfigParser
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT_BOUND_S = 60  # a failure must end the process within this many seconds
+
+
+def run_script(script: str, config: dict, tmp_path: Path, *args, timeout=EXIT_BOUND_S):
+    path = tmp_path / "fault.json"
+    path.write_text(json.dumps(config))
+    start = time.time()
+    result = subprocess.run([sys.executable, str(ROOT / "run" / script), "-c", str(path), "-d", "cpu", *args],
+                            capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return result, time.time() - start
+
+
+@pytest.mark.parametrize("loading", ["strict", "lax"])
+def test_a_failing_run_with_live_workers_exits_promptly(tiny_synthetic, tmp_path, loading):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic, data)
+    for chunk in (data / "videos").rglob("*.mp4"):
+        chunk.write_bytes(b"not a video")
+    config = tiny_config(data, tmp_path / "saved")
+    config["data_loader"]["args"].update(num_workers=1)
+    config["data_loader"]["args"]["video_params"]["loading"] = loading
+    result, seconds = run_script("train_multiscale_egoclip.py", config, tmp_path)
+    assert result.returncode != 0 and seconds < EXIT_BOUND_S
+    expected = "max_bad_fraction" if loading == "lax" else str(data / "videos")
+    assert expected in result.stderr
+
+
+def test_job_wide_sigterm_during_evaluation_saves_and_exits(tmp_path):
+    marker = tmp_path / "evaluating"
+    config = tiny_task_config(tmp_path, epochs=50)
+    config["valid_data_loader"]["args"].update(num_workers=1, batch_size=4)
+    config["evaluators"] = [{"type": "TinyTop1", "args": {"seconds_per_batch": 1.0, "started_marker": str(marker)}}]
+    config = with_import_paths(config)
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen([sys.executable, str(ROOT / "run" / "train.py"), "-c", str(path), "-d", "cpu",
+                                "--run-id", "preempted"], cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert process.poll() is None and time.time() < deadline, "evaluation did not start"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGTERM)
+    signalled = time.time()
+    _, stderr = process.communicate(timeout=EXIT_BOUND_S)
+    assert process.returncode == 0, stderr[-3000:]
+    assert time.time() - signalled < 10  # 12 batches of 1 s were left: evaluation was abandoned
+    run_dir = tmp_path / "tiny_features" / "preempted"
+    ckpt = load_training_checkpoint(run_dir / "latest.pth")
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (1, 8)  # the epoch's training is kept
+    assert "stopped by signal" in (run_dir / "train.log").read_text()
+
+
+def test_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny_task_config(tmp_path, epochs=3, max_nan_steps=2, monitor="off")
+    original = tests.tiny_task.TinyFeatureClassification.training_step
+
+    def diverge_in_epoch_2(self, batch, ctx):
+        output = original(self, batch, ctx)
+        if ctx.epoch == 2:
+            output.loss = output.loss * float("inf")
+        return output
+
+    monkeypatch.setattr(tests.tiny_task.TinyFeatureClassification, "training_step", diverge_in_epoch_2)
+    with pytest.raises(RuntimeError, match="2 consecutive non-finite losses at step 8; stopped"):
+        train(config, run_id="diverged")
+    run_dir = tmp_path / "tiny_features" / "diverged"
+    latest = load_training_checkpoint(run_dir / "latest.pth")
+    epoch1 = load_training_checkpoint(run_dir / "checkpoint-epoch1.pth")
+    assert latest["global_step"] == 8
+    for key, value in epoch1["state_dict"].items():
+        assert torch.equal(latest["state_dict"][key], value), key
+
+
+def test_partial_checkpoint_temporaries_are_removed_on_resume(tmp_path):
+    config = tiny_task_config(tmp_path, epochs=1, monitor="off", auto_resume=True)
+    run_dir, _ = train(config, run_id="run")
+    stale = run_dir / ".latest.pth.tmp4242"
+    stale.write_bytes(b"half a checkpoint")
+    config["trainer"]["epochs"] = 2
+    train(config, run_id="run")
+    assert not stale.exists()
+    assert load_training_checkpoint(run_dir / "latest.pth")["epoch"] == 2
+
+
+def test_resume_from_a_missing_file_fails_before_anything_is_built(tmp_path):
+    config = with_import_paths(tiny_task_config(tmp_path))
+    result, seconds = run_script("train.py", config, tmp_path, "-r", str(tmp_path / "nope.pth"))
+    assert result.returncode != 0 and seconds < 20
+    assert f"--resume {tmp_path / 'nope.pth'}: no such checkpoint file" in result.stderr
+    assert not (tmp_path / "tiny_features").exists()  # no run dir was made
+
+
+def test_evaluation_reports_weights_it_had_to_adapt(tiny_synthetic, tmp_path):
+    single = tiny_config(tiny_synthetic, tmp_path, multiscale=False)
+    weights = tmp_path / "single_scale.pth"
+    torch.save(ConfigParser(copy.deepcopy(single), device="cpu").init_obj("arch").state_dict(), weights)
+    multi = tiny_config(tiny_synthetic, tmp_path, multiscale=True, valid=True)
+    multi["arch"]["args"]["video_params"] = {**multi["arch"]["args"]["video_params"], "num_frames": 8}
+    multi["arch"]["args"]["scales"] = [4, 8]
+    for section in ("data_loader", "valid_data_loader"):
+        multi[section]["args"]["video_params"]["scales"] = [4, 8]
+    eval_config = {k: multi[k] for k in ("name", "arch", "valid_data_loader", "trainer")}
+    parser = ConfigParser(eval_config, device="cpu", purpose="eval", resume=str(weights), run_id="eval")
+    launch.evaluate(parser)
+    written = json.loads((parser.run_dir / "eval_results.json").read_text())
+    assert written["load_warnings"][0].startswith("not in the checkpoint, left as initialised: fusion")
+    assert any("temporal_embed (1, 4, 32) -> (1, 8, 32)" in w for w in written["load_warnings"])
