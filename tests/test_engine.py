@@ -15,7 +15,7 @@ from tests.tiny_task import with_import_paths
 from trainer import launch
 from trainer.engine import Engine
 from trainer.hooks import exponential_epochs
-from trainer.state import load_training_checkpoint
+from trainer.state import load_training_checkpoint, resumed_epoch_loader
 from utils.config import ConfigParser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +169,28 @@ def test_two_processes_with_batch_4_equal_one_process_with_batch_8(tmp_path):
     assert ddp["world_size"] == 2 and ddp["global_step"] == single["global_step"] == 8
     for key in single["state_dict"]:
         torch.testing.assert_close(ddp["state_dict"][key], single["state_dict"][key], rtol=0, atol=1e-6)
+
+
+def test_every_zipped_training_loader_is_logged(tmp_path):
+    config = tiny_task_config(tmp_path, epochs=1, monitor="off")
+    config.pop("valid_data_loader")
+    second = copy.deepcopy(config["data_loader"])
+    second["args"]["seed"] = 5
+    config["data_loader"] = [config["data_loader"], second]
+    run_dir, _ = train(config)
+    logged = scalars(run_dir / "tensorboard")
+    first, other = logged["loader0/loss/cross_entropy"], logged["loader1/loss/cross_entropy"]
+    assert len(first) == len(other) == 8 and first != other
+    for total, a, b in zip(logged["loss/total"], first, other):
+        assert total == pytest.approx((a + b) / 2, rel=1e-5)
+
+
+def test_a_loader_resumed_mid_epoch_keeps_its_worker_settings():
+    loader = tests.tiny_task.TinyFeatureLoader(num_workers=2, batch_size=4)
+    loader = torch.utils.data.DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, num_workers=2,
+                                         persistent_workers=True, prefetch_factor=3,
+                                         collate_fn=loader.collate_fn)
+    resumed = resumed_epoch_loader(loader, skip_batches=5)
+    assert (resumed.num_workers, resumed.persistent_workers, resumed.prefetch_factor) == (2, True, 3)
+    assert len(resumed) == len(loader) - 5
+    assert [b["y"].tolist() for b in resumed] == [b["y"].tolist() for b in loader][5:]
