@@ -1,6 +1,6 @@
 """Per-clip video cost of a training sample, measured where training reads: the datasets' ``_get_video``.
 
-    python benchmarks/bench_video_read.py [--data DIR] [--clips 24] [--rounds 3] [--sizes 64 256]
+    python benchmarks/bench_video_read.py [--data DIR] [--clips 40] [--rounds 5] [--sizes 64 256]
 
 For each frame size and backend, three ways of getting a clip's training video (decode + transform,
 ``split='train'``: random frames per segment, random crop/flip) run interleaved clip by clip:
@@ -99,8 +99,8 @@ def run(data_root: str, label: str, args: argparse.Namespace, results: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="existing synthetic dataset root (default: generate)")
-    parser.add_argument("--clips", type=int, default=24, help="clips per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=40, help="clips per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backends", nargs="+", default=["decord", "pyav"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="frame sizes to generate")
     parser.add_argument("--input-res", type=int, default=224, help="crop size (at most the frame size)")
