@@ -18,33 +18,33 @@ from utils.registry import EVALUATORS, HOOKS, LOADERS, LOSSES, MODELS, TASKS
 
 
 @dataclass
-class TinyVideoSpec:
+class TinyVideoParams:
     num_frames: int = 4
     input_res: int = 32
 
 
 @dataclass
-class TinyClipSpec:
+class TinyClipParams:
     input_res: int = 32
     scales: list[int] | None = None
 
 
 @dataclass
-class NeedsPathSpec:
+class NeedsPathParams:
     path: str
 
 
 @MODELS.register("TestCfgArch")
 class TinyArch:
-    def __init__(self, video_params: Annotated[dict, ArgsOf(TinyVideoSpec)], projection_dim: int = 256,
-                 scales: tuple[int, ...] = (4, 8, 16), extra: Annotated[dict | None, ArgsOf(NeedsPathSpec)] = None):
+    def __init__(self, video_params: Annotated[dict, ArgsOf(TinyVideoParams)], projection_dim: int = 256,
+                 scales: tuple[int, ...] = (4, 8, 16), extra: Annotated[dict | None, ArgsOf(NeedsPathParams)] = None):
         self.video_params, self.projection_dim = video_params, projection_dim
 
 
 @LOADERS.register("TestCfgLoader")
 class TinyLoader:
     def __init__(self, data_dir: str, split: str = "train", batch_size: int = 8, num_workers: int = 0,
-                 video_params: Annotated[dict | None, ArgsOf(TinyClipSpec)] = None):
+                 video_params: Annotated[dict | None, ArgsOf(TinyClipParams)] = None):
         self.data_dir, self.split, self.batch_size = data_dir, split, batch_size
 
 
