@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.loss import EgoNCEObjective, MultiScaleEgoNCE, ScheduledEgoNCE
 from utils.config import ConfigError, ConfigParser
 from utils.config_files import load_config_file
 
@@ -55,7 +56,7 @@ def test_schedule_length_is_derived_unless_the_config_gives_it():
     assert demo.temperature_scheduler.total_steps == baseline.temperature_scheduler.total_steps == 360
     assert given.temperature_scheduler.total_steps == 50000
     assert demo.current_temperature(180) == pytest.approx(0.05)
-    fixed = ConfigParser.from_file(CONFIGS / "pt" / "egoclip.json").init_obj("loss")
+    fixed = EgoNCEObjective(**load_config_file(CONFIGS / "pt" / "egoclip.json")["loss"]["args"])
     fixed.set_total_steps(360)
     assert fixed.temperature_scheduler is None and fixed.current_temperature(180) == 0.05
 
@@ -67,7 +68,6 @@ def test_a_derived_schedule_cannot_run_before_it_knows_its_length():
 
 
 def test_baseline_and_multiscale_objectives_share_a_base_and_the_checkpoint_layout():
-    from model.loss import EgoNCEObjective, MultiScaleEgoNCE, ScheduledEgoNCE
     assert issubclass(EgoNCEObjective, ScheduledEgoNCE) and issubclass(MultiScaleEgoNCE, ScheduledEgoNCE)
     assert not issubclass(EgoNCEObjective, MultiScaleEgoNCE)
     saved = {"_extra_state": {"temperature_scheduler": {"initial_temp": 0.07, "final_temp": 0.03,
