@@ -13,8 +13,8 @@ from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, MCQClipError
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.data_loader import EgoClipDataLoader, MultiScaleEgoClipDataLoader
 from data_loader.frame_sampling import sample_multiscale_indices
-from data_loader.metadata import (EGOCLIP_COLUMNS, PackedStrings, TagLists, load_egoclip, load_egomcq, load_taxonomy,
-                                  parse_tag_list)
+from data_loader.metadata import EGOCLIP_COLUMNS, load_egoclip, load_egomcq, load_taxonomy, parse_tag_list
+from data_loader.packed_columns import PackedStrings, TagLists
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import EvalVideoTransform
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
