@@ -15,7 +15,6 @@ import argparse
 import collections
 import functools
 import itertools
-import logging
 import os
 import sys
 
@@ -23,10 +22,8 @@ import av
 
 from utils.egoclip_format import chunk_of_frame
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, run_batch_tool, run_jobs,
-                            select_shard)
-
-logger = logging.getLogger(__name__)
+                            frame_rate, is_complete_video, iter_cfr_frames, job_status, run_batch_tool,
+                            run_jobs, select_shard)
 
 
 def chunk_video(src: str, out_dir: str, chunk_len: float = 600.0, crf: int = 23, preset: str = "veryfast",
@@ -70,14 +67,8 @@ def _chunk_job(rel_path: str, input_dir: str, output_dir: str, chunk_len: float,
                threads: int) -> tuple[str, str]:
     """Worker: ``(rel_path, 'skipped' | 'done' | 'failed: reason')``."""
     out_dir = os.path.join(output_dir, video_uid_of(rel_path))
-    if is_complete_chunk_dir(out_dir):
-        return rel_path, "skipped"
-    try:
-        chunk_video(os.path.join(input_dir, rel_path), out_dir, chunk_len, crf, preset, threads)
-    except (OSError, ValueError, RuntimeError) as err:
-        logger.error("chunking %s failed: %s", rel_path, err)
-        return rel_path, f"failed: {err}"
-    return rel_path, "done"
+    return job_status(rel_path, is_complete_chunk_dir(out_dir), lambda: chunk_video(
+        os.path.join(input_dir, rel_path), out_dir, chunk_len, crf, preset, threads), "chunking")
 
 
 def video_uid_of(rel_path: str) -> str:

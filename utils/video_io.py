@@ -203,6 +203,22 @@ def run_jobs(function: Callable, jobs: Iterable, workers: int = 1, desc: str = "
         return list(tqdm(pool.imap_unordered(function, jobs), **bar))
 
 
+def job_status(rel_path: str, complete: bool, work: Callable[[], object], action: str) -> tuple[str, str]:
+    """A batch tool worker's result ``(rel_path, 'skipped' | 'done' | 'failed: reason')``.
+
+    ``complete``: the output is already there (skipped); otherwise ``work()`` runs, and an OSError,
+    ValueError or RuntimeError is logged as "``action`` ``rel_path`` failed" and reported.
+    """
+    if complete:
+        return rel_path, "skipped"
+    try:
+        work()
+    except (OSError, ValueError, RuntimeError) as err:
+        logger.error("%s %s failed: %s", action, rel_path, err)
+        return rel_path, f"failed: {err}"
+    return rel_path, "done"
+
+
 def encoder_threads(workers: int) -> int:
     """x264 threads per encoder so that ``workers`` parallel encoders share the cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import sys
 
 import av
 
 from utils.video_io import (H264Writer, add_batch_arguments, atomic_file, encoder_threads, find_videos,
-                            frame_rate, is_complete_video, iter_cfr_frames, run_batch_tool, run_jobs,
-                            select_shard)
-
-logger = logging.getLogger(__name__)
+                            frame_rate, is_complete_video, iter_cfr_frames, job_status, run_batch_tool,
+                            run_jobs, select_shard)
 
 
 def resized_dimensions(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -52,14 +49,8 @@ def _resize_job(rel_path: str, input_dir: str, output_dir: str, short_side: int,
                 threads: int) -> tuple[str, str]:
     """Worker: ``(rel_path, 'skipped' | 'done' | 'failed: reason')``."""
     dst = os.path.join(output_dir, os.path.splitext(rel_path)[0] + ".mp4")
-    if os.path.exists(dst) and is_complete_video(dst):
-        return rel_path, "skipped"
-    try:
-        resize_video(os.path.join(input_dir, rel_path), dst, short_side, crf, preset, threads)
-    except (OSError, ValueError, RuntimeError) as err:
-        logger.error("resizing %s failed: %s", rel_path, err)
-        return rel_path, f"failed: {err}"
-    return rel_path, "done"
+    return job_status(rel_path, os.path.exists(dst) and is_complete_video(dst), lambda: resize_video(
+        os.path.join(input_dir, rel_path), dst, short_side, crf, preset, threads), "resizing")
 
 
 def resize_folder(input_dir: str, output_dir: str, short_side: int = 256, workers: int = 1,
