@@ -75,9 +75,8 @@ def build_config(args, data: Path, save_dir: Path) -> dict:
                                                                  "min_lr_ratio": 0.05}},
         "loss": {"type": "MultiScaleEgoNCE", "args": {
             "consistency_weight": args.cw,
-            # total_steps: an upper bound here; fit_schedule() sets the run's real step count
-            "temperature_schedule": {"initial_temp": 0.1, "final_temp": 0.05,
-                                     "total_steps": args.epochs * args.steps_per_epoch},
+            # the schedule's total_steps is left out: the engine sets it to the run's step count
+            "temperature_schedule": {"initial_temp": 0.1, "final_temp": 0.05},
             "temporal": {"lambda_start": 0.1, "lambda_end": 0.3, "max_time_gap": args.max_gap,
                          "loss_type": "contrastive"}}},
         "metrics": ["egomcq_accuracy"],
@@ -87,12 +86,10 @@ def build_config(args, data: Path, save_dir: Path) -> dict:
     }
 
 
-def fit_schedule(config: ConfigParser):
-    """Build the training loader (metadata only) and end the temperature schedule at the run's last step."""
+def training_loader(config: ConfigParser):
+    """The training loader (metadata only) and the steps per epoch the run will take."""
     loader = config.init_obj("data_loader")
-    steps = min(len(loader), config.trainer_options.max_steps_per_epoch)
-    config["loss"]["args"]["temperature_schedule"]["total_steps"] = config.trainer_options.epochs * steps
-    return loader, steps
+    return loader, min(len(loader), config.trainer_options.max_steps_per_epoch)
 
 
 def describe(config: ConfigParser, loader, steps: int) -> None:
@@ -131,7 +128,7 @@ def main(argv=None):
     save_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="egovlp_integration_"))
     config = ConfigParser(build_config(args, data, save_dir), source="temporal_training_integration.py",
                           device=args.device)
-    loader, steps = fit_schedule(config)
+    loader, steps = training_loader(config)
     describe(config, loader, steps)
     metrics = train(config, MultiScale_Trainer_dist)
     print("\n" + format_results(metrics))

@@ -18,7 +18,7 @@ from data_loader.packed_columns import PackedStrings, TagLists
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import EvalVideoTransform
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
-from utils.config import _signature_params, check_kwargs, ConfigError
+from utils.config_schema import ConfigError, check_kwargs, signature_params
 
 RES = 32
 SCALES = [4, 8, 16]
@@ -413,7 +413,7 @@ def test_val_loader_keeps_every_question_in_order(long_clip_synthetic):
 
 
 def test_loader_args_validate_against_the_signature():
-    params, var_kw = _signature_params(MultiScaleEgoClipDataLoader)
+    params, var_kw = signature_params(MultiScaleEgoClipDataLoader)
     assert not var_kw
     good = {"data_dir": "d", "meta_dir": "m", "batch_size": 8, "num_workers": 2, "sampler": "temporal_pair",
             "temporal_pair_ratio": 0.3, "max_temporal_gap": 2.0, "video_params": {"scales": [4, 8, 16]},

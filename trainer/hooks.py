@@ -120,7 +120,7 @@ class Evaluate(Hook):
 def build_hooks(config, task) -> list[Hook]:
     """The config's ``hooks``; an :class:`Evaluate` hook from the ``trainer`` options (``val_every``,
     ``init_val``, ``monitor``) is added when the task has validation loaders and the config lists none."""
-    hooks = [HOOKS.get(entry["type"])(**entry.get("args", {})) for entry in config.get("hooks") or []]
+    hooks = config.init_all("hooks")
     if task.loaders("val") and not any(isinstance(hook, Evaluate) for hook in hooks):
         options = config.trainer_options
         hooks.append(Evaluate(every_epochs=options.val_every, at_start=options.init_val, monitor=options.monitor))

@@ -15,10 +15,8 @@ from trainer.tasks.base import StepContext
 from utils import distributed
 from utils.config import ConfigParser
 from utils.logger import setup_logging
-from utils.registry import TASKS
 
 logger = logging.getLogger(__name__)
-DEFAULT_TASK = "EgoClipPretraining"
 
 
 def start_run(config: ConfigParser) -> distributed.DistInfo:
@@ -47,7 +45,7 @@ def distributed_run(config: ConfigParser):
 
 def build_task(config: ConfigParser, device, splits=("train", "val")):
     """The task the config names (``task.type``; EgoClip pretraining when absent), on ``device``."""
-    task_cls = TASKS.get(config.get("task", {}).get("type", DEFAULT_TASK))
+    task_cls = config.task_class()
     task = task_cls.from_config(config, splits=splits).to(device)
     n_params = sum(p.numel() for p in task.model.parameters())
     logger.info("task %s, model %s: %.2f M parameters", task_cls.__name__, config["arch"]["type"], n_params / 1e6)

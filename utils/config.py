@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.config_files import BASE_KEY, load_config_file
-from utils.config_schema import ArgsOf, ConfigError, check_args, check_kwargs, closest, signature_params
+from utils.config_schema import ArgsOf, ConfigError, check_args, check_kwargs, closest
 from utils.registry import EVALUATORS, HOOKS, LOADERS, LOSSES, LR_SCHEDULES, MODELS, TASKS
 
 __all__ = ["ArgsOf", "ConfigError", "ConfigParser", "apply_overrides", "build_arg_parser", "check_consistent_keys",
@@ -86,7 +86,6 @@ PLAIN_SECTIONS = {"name": (str, True), "metrics": (list, False), "trainer": (dic
 REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader")}
 DEFAULT_TASK = "EgoClipPretraining"
 TRAINER_OPTIONS_MODULE = "trainer.options"
-_signature_params = signature_params  # the name tests/test_datasets.py imports
 
 
 def resolve_type(section: str, type_name: str):

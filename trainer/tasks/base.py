@@ -72,11 +72,13 @@ class Task(nn.Module):
         """Build the task and its parts from a validated ConfigParser; loaders only for ``splits``."""
         model = config.init_obj("arch")
         objective = config.init_obj("loss") if config.get("loss") and "train" in splits else None
-        task = cls(model, objective, **config.get("task", {}).get("args", {}))
+        task = cls(model, objective, **config.entries("task")[0].get("args", {}))
         for split in splits:
             section = LOADER_SECTIONS[split]
             task._loaders[split] = config.init_all(section) if config.get(section) else []
-        task._evaluator_factories = evaluator_factories(config, cls.default_evaluators)
+        evaluators = config.entries("evaluators") or [{"type": name} for name in cls.default_evaluators]
+        task._evaluator_factories = [functools.partial(EVALUATORS.get(e["type"]), **e.get("args", {}))
+                                     for e in evaluators]
         return task
 
     # ------------------------------------------------------------------ what the engine calls
@@ -125,12 +127,3 @@ class Task(nn.Module):
         if self.objective is not None and checkpoint.get("loss"):
             self.objective.load_state_dict(checkpoint["loss"])
         self.load_task_state(checkpoint.get("task") or {})
-
-
-def evaluator_factories(config, defaults: tuple[str, ...]) -> list[Callable]:
-    """Constructors of the evaluators a config names: its ``evaluators`` entries, else its ``metrics`` names,
-    else the task's ``defaults``."""
-    entries = config.get("evaluators")
-    if entries is None:
-        entries = [{"type": name} for name in config.get("metrics") or defaults]
-    return [functools.partial(EVALUATORS.get(e["type"]), **e.get("args", {})) for e in entries]

@@ -64,7 +64,6 @@ class EgoClipPretraining(Task):
         ("arch.args.scales", "data_loader.args.video_params.scales", "valid_data_loader.args.video_params.scales"),
         ("arch.args.video_params.input_res", "data_loader.args.video_params.input_res",
          "valid_data_loader.args.video_params.input_res"),
-        ("arch.args.video_params.num_frames", "data_loader.args.video_params.num_frames"),
     )
     default_evaluators = ("EgoMCQ",)
 
