@@ -32,6 +32,7 @@ from utils.egoclip_format import EGOCLIP_COLUMNS
 logger = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("narration_time", "clip_start", "clip_end")
+MCQ_CHOICE_KEYS = ("0", "1", "2", "3", "4")
 # Ego4D taxonomy sizes, used when the dataset ships no taxonomy.json.
 EGO4D_NUM_VERBS = 118
 EGO4D_NUM_NOUNS = 582
@@ -236,7 +237,7 @@ def load_egoclip(path: str, num_verbs: int = EGO4D_NUM_VERBS, num_nouns: int = E
 
     Skipped and counted (one summary warning): lines with too many fields, non-numeric or non-finite
     times, ``clip_end < clip_start``, tag cells that are not lists of ids within the taxonomy.
-    Raises ValueError naming the file when a column is missing or no row survives.
+    Raises ValueError naming the file when it is empty, a column is missing or no row survives.
 
     The file is parsed ``chunk_rows`` rows at a time (every cell as text, as before, so malformed values
     are counted rather than raised; ``usecols`` is not used because it stops pandas from flagging lines
@@ -248,8 +249,12 @@ def load_egoclip(path: str, num_verbs: int = EGO4D_NUM_VERBS, num_nouns: int = E
     chunks = _EgoClipChunks(num_verbs, num_nouns)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
-        with pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, on_bad_lines="warn",
-                         chunksize=chunk_rows) as reader:
+        try:
+            reader = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, on_bad_lines="warn",
+                                 chunksize=chunk_rows)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: file is empty (not even a header line of the EgoClip columns)") from None
+        with reader:
             for chunk in reader:
                 missing = [c for c in EGOCLIP_COLUMNS if c not in chunk.columns]
                 if missing:
@@ -311,7 +316,8 @@ def _clip_row(row, where: str) -> ClipRow:
 
 
 def load_egomcq(path: str) -> list[MCQItem]:
-    """Read ``egomcq.json`` (``{"0": {"query", "choices", "answer", "types"}, ...}``) ordered by key.
+    """Read ``egomcq.json`` (``{"0": {"query", "choices", "answer", "types"}, ...}``) ordered by key; every
+    item has exactly the 5 choices ``"0"``..``"4"`` (batches stack them).
 
     Raises ValueError naming the file and the item key on any malformed entry.
     """
@@ -332,12 +338,11 @@ def load_egomcq(path: str) -> list[MCQItem]:
         if not isinstance(entry, dict) or not {"query", "choices", "answer", "types"} <= set(entry):
             raise ValueError(f"{where}: needs 'query', 'choices', 'answer' and 'types'")
         choices = entry["choices"]
-        if not isinstance(choices, dict) or not choices:
-            raise ValueError(f"{where}: 'choices' must be a non-empty object")
-        try:
-            ordered = [choices[k] for k in sorted(choices, key=int)]
-        except ValueError:
-            raise ValueError(f"{where}: choice keys must be integers, got {sorted(choices)}") from None
+        if not isinstance(choices, dict) or sorted(choices) != list(MCQ_CHOICE_KEYS):
+            keys = sorted(choices) if isinstance(choices, dict) else type(choices).__name__
+            raise ValueError(f"{where}: 'choices' must hold {len(MCQ_CHOICE_KEYS)} clips keyed "
+                             f"{', '.join(MCQ_CHOICE_KEYS)}; got {keys}")
+        ordered = [choices[k] for k in MCQ_CHOICE_KEYS]
         answer, mcq_type = entry["answer"], entry["types"]
         if not isinstance(answer, int) or not 0 <= answer < len(ordered):
             raise ValueError(f"{where}: answer {answer!r} is not a choice index in [0, {len(ordered)})")

@@ -44,6 +44,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """The checkpoint's pickle names globals that could execute code."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or corrupt (e.g. a copy or save cut short); the message names the path."""
+
+
 class CheckpointShapeError(ValueError):
     """A checkpoint tensor's shape does not match the model's."""
 
@@ -130,22 +134,56 @@ def _globals_to_allow(path, unknown_globals):
     return allowed
 
 
+def torch_load(path, **kwargs):
+    """``torch.load(path, **kwargs)``; a truncated or corrupt file raises :class:`CorruptCheckpointError` naming
+    ``path`` and its size instead of torch's bare reader error (``PytorchStreamReader failed reading zip
+    archive``, ``EOFError``, ``OSError: Invalid argument``)."""
+    try:
+        return torch.load(path, **kwargs)
+    except (RuntimeError, EOFError, OSError) as error:
+        if not _is_truncation(error):
+            raise
+        raise _corrupt(path, error) from error
+
+
+def _is_truncation(error):
+    """Whether torch's reader failed on the file's bytes (not a missing file or an unrelated error)."""
+    if isinstance(error, RuntimeError):
+        return 'PytorchStreamReader' in str(error) or 'zip archive' in str(error)
+    return isinstance(error, EOFError) or (isinstance(error, OSError) and not isinstance(error, FileNotFoundError))
+
+
+def _corrupt(path, error):
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    return CorruptCheckpointError(f"{path}: checkpoint file is truncated or corrupt ({size} bytes): "
+                                  f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no data'}")
+
+
 def load_checkpoint_file(path):
     """Read a checkpoint (`torch.save` file or `.safetensors`) onto the CPU without running pickled code.
 
     Returns whatever the file holds (usually a dict). Unknown classes come back as `ForeignObject`s.
-    Raises FileNotFoundError, UnsafeCheckpointError, or pickle.UnpicklingError naming the file.
+    Raises FileNotFoundError, UnsafeCheckpointError, CorruptCheckpointError (truncated/corrupt file) or
+    pickle.UnpicklingError naming the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith('.safetensors'):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return load_file(path, device='cpu')
+        try:
+            return load_file(path, device='cpu')
+        except SafetensorError as error:
+            raise _corrupt(path, error) from error
     try:
         unknown_globals = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except ValueError:
         unknown_globals = []  # legacy (non-zip) format: the weights-only load below still guards it
+    except (RuntimeError, EOFError, OSError) as error:
+        if not _is_truncation(error):
+            raise
+        raise _corrupt(path, error) from error
     except pickle.UnpicklingError as error:
         raise pickle.UnpicklingError(f"{path}: cannot read checkpoint safely: {error}") from error
     allowed = _globals_to_allow(path, unknown_globals)
@@ -154,7 +192,7 @@ def load_checkpoint_file(path):
         logger.info("%s: reading foreign objects as inert placeholders: %s", path, ', '.join(placeholders))
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            return torch_load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         raise pickle.UnpicklingError(f"{path}: cannot read checkpoint safely: {error}") from error
 
