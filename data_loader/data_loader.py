@@ -18,10 +18,10 @@ from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.collate import EgoClipCollate
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import init_video_transform_dict
-from utils.config import ArgsOf
+from data_loader.worker_signals import ignore_preemption_signals
+from utils.config_schema import ArgsOf, Bounds
 from utils.distributed import get_rank, get_world_size
 from utils.registry import LOADERS
-from data_loader.worker_signals import ignore_preemption_signals
 
 SAMPLERS = ("temporal_pair", "random", "distributed")
 
@@ -53,10 +53,12 @@ class _TextVideoDataLoader(DataLoader):
                  reader: Annotated[dict | str | None, ArgsOf(ReaderParams)] = None, neg_param: float | None = None,
                  tsfm_params: Annotated[dict | None, ArgsOf(init_video_transform_dict)] = None,
                  tsfm_split: str | None = None,
-                 batch_size: int = 16, num_workers: int = 4, pin_memory: bool | None = None,
-                 persistent_workers: bool = False, prefetch_factor: int | None = None, shuffle: bool = True,
+                 batch_size: Annotated[int, Bounds(1)] = 16, num_workers: Annotated[int, Bounds(0)] = 4,
+                 pin_memory: bool | None = None, persistent_workers: bool = False,
+                 prefetch_factor: Annotated[int | None, Bounds(1)] = None, shuffle: bool = True,
                  seed: int = 0, sampler: Literal["temporal_pair", "random", "distributed"] | None = None,
-                 temporal_pair_ratio: float = 0.3, max_temporal_gap: float = 2.0, drop_last: bool | None = None):
+                 temporal_pair_ratio: Annotated[float, Bounds(0, 1)] = 0.3,
+                 max_temporal_gap: Annotated[float, Bounds(0)] = 2.0, drop_last: bool | None = None):
         sampler = sampler or (self.default_train_sampler if split == "train" else "random")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")

@@ -18,7 +18,7 @@ from tests.test_engine import tiny_task_config, train
 from tests.test_trainer import tiny_config
 from trainer import launch
 from trainer.state import load_training_checkpoint
-from utils.config import ConfigParser
+from utils.config import ConfigError, ConfigParser, set_by_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_BOUND_S = 60  # a failure must end the process within this many seconds
@@ -130,3 +130,40 @@ def test_evaluation_reports_weights_it_had_to_adapt(tiny_synthetic, tmp_path):
     written = json.loads((parser.run_dir / "eval_results.json").read_text())
     assert written["load_warnings"][0].startswith("not in the checkpoint, left as initialised: fusion")
     assert any("temporal_embed (1, 4, 32) -> (1, 8, 32)" in w for w in written["load_warnings"])
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("trainer.val_every", 0, "'trainer.val_every' must be >= 1, got 0"),
+    ("trainer.save_period", 0, "'trainer.save_period' must be >= 1, got 0"),
+    ("trainer.log_every", 0, "'trainer.log_every' must be >= 1, got 0"),
+    ("trainer.max_steps_per_epoch", 0, "'trainer.max_steps_per_epoch' must be >= 1, got 0"),
+    ("optimizer.args.lr", -0.001, "'optimizer.args': Invalid learning rate: -0.001"),
+    ("trainer.monitor", "max top5", "'trainer.monitor' names 'top5', which no evaluator reports; they report "
+                                    "['items', 'top1']"),
+])
+def test_out_of_range_config_values_fail_at_load(tmp_path, path, value, message):
+    config = tiny_task_config(tmp_path)
+    set_by_path(config, path, value)
+    with pytest.raises(ConfigError) as err:
+        ConfigParser(config, source="tiny.json", device="cpu")
+    assert str(err.value) == f"tiny.json: {message}"
+
+
+@pytest.mark.parametrize("key, value, message", [("batch_size", 0, "must be >= 1, got 0"),
+                                                 ("num_workers", -1, "must be >= 0, got -1"),
+                                                 ("temporal_pair_ratio", 1.5, "must be <= 1, got 1.5")])
+def test_out_of_range_loader_values_fail_at_load(tiny_synthetic, tmp_path, key, value, message):
+    config = tiny_config(tiny_synthetic, tmp_path)
+    config["data_loader"]["args"][key] = value
+    with pytest.raises(ConfigError) as err:
+        ConfigParser(config, source="egoclip.json", device="cpu")
+    assert str(err.value) == f"egoclip.json: 'data_loader.args.{key}' {message}"
+
+
+def test_an_out_of_range_value_is_one_line_from_the_run_script(tmp_path):
+    config = with_import_paths(tiny_task_config(tmp_path))
+    config["trainer"]["val_every"] = 0
+    result, seconds = run_script("train.py", config, tmp_path, timeout=60)
+    assert result.returncode == 2 and seconds < 20
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'fault.json'}: 'trainer.val_every' must be >= 1, got 0"]

@@ -65,6 +65,8 @@ class TinyTop1:
     test can send a signal while an evaluation is surely running.
     """
 
+    metric_names = ("top1", "items")
+
     def __init__(self, seconds_per_batch: float = 0.0, started_marker: str | None = None):
         self.seconds_per_batch, self.started_marker = seconds_per_batch, started_marker
 

@@ -28,7 +28,6 @@ dotted keys that must hold equal values wherever present; a list-valued section 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import inspect
 import json
@@ -38,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.config_files import BASE_KEY, load_config_file
+from utils.config_overrides import apply_overrides, set_by_path
 from utils.config_schema import ArgsOf, ConfigError, check_args, check_kwargs, closest
 from utils.registry import EVALUATORS, HOOKS, LOADERS, LOSSES, LR_SCHEDULES, MODELS, TASKS
 
@@ -106,6 +106,8 @@ def validate_config(config: dict, source: str = "<config>", purpose: str = "trai
         task = _task_class(config)
         if task is not None:
             check_consistent_keys(config, getattr(task, "consistent_keys", ()))
+        if purpose == "train":
+            _validate_monitor(config, task)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -132,7 +134,13 @@ def _validate(config: dict, required_sections) -> None:
         if section in config:
             _validate_section(section, config[section])
     check_args(config["trainer"], _trainer_options_class(), "trainer")
+    try:
+        _trainer_options_class()(**config["trainer"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     _validate_metrics(config)
+    if "optimizer" in config:
+        _try_optimizer(config["optimizer"])
 
 
 def _validate_section(section: str, value) -> None:
@@ -182,6 +190,40 @@ def _validate_metrics(config: dict) -> None:
             raise ConfigError(f"'metrics[{i}]': {err.args[0]}") from None
 
 
+def _try_optimizer(entry: dict) -> None:
+    """Build the optimizer over one dummy parameter, so torch's own range checks (lr, betas, eps, ...) fail now."""
+    import torch
+    try:
+        resolve_type("optimizer", entry["type"])([torch.zeros(1, requires_grad=True)], **entry.get("args", {}))
+    except ValueError as err:
+        raise ConfigError(f"'optimizer.args': {err}") from None
+
+
+def _validate_monitor(config: dict, task) -> None:
+    """``trainer.monitor`` (and each ``Evaluate`` hook's ``monitor``) must name a metric the evaluators report.
+
+    Evaluators list their metric names in ``metric_names``; prefixes such as ``loader1/`` or ``scale4/`` are
+    ignored. An evaluator without ``metric_names`` turns the check off."""
+    if "valid_data_loader" not in config:
+        return
+    entries = config.get("evaluators") or [{"type": name} for name in
+                                           config.get("metrics") or getattr(task, "default_evaluators", ())]
+    reported = set()
+    for entry in entries:
+        names = getattr(EVALUATORS.get(entry["type"]), "metric_names", None)
+        if names is None:
+            return
+        reported.update(names)
+    monitors = [("trainer.monitor", config["trainer"].get("monitor", "max intra_video_acc"))]
+    monitors += [(f"hooks[{i}].args.monitor", h.get("args", {}).get("monitor", "off"))
+                 for i, h in enumerate(config.get("hooks") or []) if h["type"] == "Evaluate"]
+    for where, monitor in monitors:
+        metric = monitor.partition(" ")[2]
+        if monitor != "off" and metric.rpartition("/")[2] not in reported:
+            raise ConfigError(f"'{where}' names '{metric}', which no evaluator reports; they report "
+                              f"{sorted(reported)}")
+
+
 def _task_class(config: dict):
     """The task class of a validated config; None when there is no ``task`` and the default is not registered."""
     entry = config.get("task")
@@ -217,68 +259,6 @@ def check_consistent_keys(config: dict, groups) -> None:
                 raise ConfigError(f"'{name}' = {value!r} differs from '{found[0][0]}' = {found[0][1]!r}")
 
 
-# ----------------------------------------------------------------------------- overrides
-def parse_value(text: str):
-    """JSON-typed CLI value: ``3`` → int, ``1e-5`` → float, ``[4,8]`` → list, ``true`` → bool, else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def set_by_path(config: dict, path: str, value) -> None:
-    """Set ``a.b.0.c`` in place. A list met without an index applies the rest of the path to every element."""
-    _set(config, path.split("."), value, path)
-
-
-def _set(node, keys: list[str], value, path: str) -> None:
-    key, rest = keys[0], keys[1:]
-    if isinstance(node, list):
-        if key.lstrip("-").isdigit():
-            idx = int(key)
-            if not -len(node) <= idx < len(node):
-                raise ConfigError(f"--set {path}: index {idx} out of range (list has {len(node)} entries)")
-            if rest:
-                _set(node[idx], rest, value, path)
-            else:
-                node[idx] = value
-        else:
-            for element in node:
-                _set(element, keys, value, path)
-        return
-    if not isinstance(node, dict):
-        raise ConfigError(f"--set {path}: '{key}' is inside a {type(node).__name__}, not an object")
-    if rest:
-        node.setdefault(key, {})
-        _set(node[key], rest, value, path)
-    else:
-        node[key] = value
-
-
-# Named CLI shortcuts → config path.
-NAMED_OVERRIDES = {
-    "lr": "optimizer.args.lr",
-    "bs": "data_loader.args.batch_size",
-    "cw": "loss.args.consistency_weight",
-}
-
-
-def apply_overrides(config: dict, args: argparse.Namespace) -> dict:
-    """A copy of ``config`` with ``--lr/--bs/--cw`` and every ``--set key=value`` applied, in that order."""
-    config = copy.deepcopy(config)
-    for flag, path in NAMED_OVERRIDES.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            set_by_path(config, path, value)
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key.path=value, got '{item}'")
-        path, text = item.split("=", 1)
-        set_by_path(config, path.strip(), parse_value(text))
-    return config
-
-
-# ----------------------------------------------------------------------------- parser
 def build_arg_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", required=True, help="path to a JSON config")

@@ -3,7 +3,7 @@
 A parameter whose value is itself a dict of options declares that dict's keys with
 ``Annotated[dict | None, ArgsOf(Target)]``: ``Target`` (a class, dataclass or function) lists the valid keys in
 its signature, so ``{"temporal": {"lambda_begin": 0.1}}`` fails as ``unknown key 'loss.args.temporal.lambda_begin';
-did you mean 'lambda_end'?``. Types come from annotations (else from the default's type); JSON ints are accepted
+did you mean 'lambda_end'?``; ``Annotated[int, Bounds(1)]`` bounds a number. Types come from annotations (else from the default's type); JSON ints are accepted
 for floats, bools are not accepted for ints, lists stand for tuples.
 """
 from __future__ import annotations
@@ -28,6 +28,24 @@ class ArgsOf:
     target: Callable
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """``Annotated`` marker of a numeric parameter: ``low <= value`` (and ``value <= high`` when given)."""
+
+    low: float
+    high: float | None = None
+
+    def violation(self, value) -> str | None:
+        """Why ``value`` is out of range, or None (non-numbers and None are left to the type check)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if value < self.low:
+            return f"must be >= {self.low}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+
 def closest(key: str, valid) -> str:
     """``"; did you mean 'x'?"`` for the valid key closest to ``key``, else the list of valid keys."""
     match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
@@ -45,6 +63,13 @@ def args_schema(annotation) -> Callable | None:
         for extra in annotation.__metadata__:
             if isinstance(extra, ArgsOf):
                 return extra.target
+    return None
+
+
+def bounds_of(annotation) -> Bounds | None:
+    """The ``Bounds`` of an ``Annotated`` annotation, or None."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return next((extra for extra in annotation.__metadata__ if isinstance(extra, Bounds)), None)
     return None
 
 
@@ -152,6 +177,10 @@ def check_kwargs(kwargs: dict, params: dict, var_kw: bool, where: str, injected=
         if not matches(value, expected):
             raise ConfigError(f"wrong type for '{where}.{key}': expected {type_name(expected)}, "
                               f"got {type(value).__name__} ({value!r})")
+        bounds = bounds_of(params[key].annotation)
+        problem = bounds.violation(value) if bounds is not None else None
+        if problem:
+            raise ConfigError(f"'{where}.{key}' {problem}, got {value!r}")
         schema = args_schema(params[key].annotation)
         if schema is not None and isinstance(value, dict):
             check_args(value, schema, f"{where}.{key}")

@@ -25,6 +25,8 @@ class EgoMCQEvaluator:
     ``type`` [B] (1 inter-video, 2 intra-video).
     """
 
+    metric_names = ("inter_video_acc", "intra_video_acc", "inter_video_questions", "intra_video_questions")
+
     def reset(self) -> None:
         self.counts: dict[str, torch.Tensor] = {}
 
