@@ -18,6 +18,7 @@ from data_loader.packed_columns import PackedStrings, TagLists
 from data_loader.samplers import TemporalPairBatchSampler
 from data_loader.transforms import EvalVideoTransform
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
+from gloo_ranks import run_ranks
 from utils.config_schema import ConfigError, check_kwargs, signature_params
 
 RES = 32
@@ -436,32 +437,22 @@ def test_bad_video_params_are_rejected(long_clip_synthetic):
         dataset(long_clip_synthetic, cls=MultiScaleEgoClip_EgoMCQ, video_params={"num_frames": 8})
 
 
-def _ddp_loader_worker(rank: int, world: int, port: int, data_dir: str, meta_dir: str, out_dir: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        loader = MultiScaleEgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
-                                             video_params={"input_res": 16, "scales": [2, 4]},
-                                             temporal_pair_ratio=0.5, max_temporal_gap=4.0)
-        random_loader = EgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
-                                          video_params={"input_res": 16, "num_frames": 2})
-        loader.set_epoch(1)
-        random_loader.set_epoch(1)
-        result = {"pairs": list(loader.batch_sampler), "random": [i for b in random_loader.batch_sampler for i in b],
-                  "rank": loader.rank, "world": loader.world_size}
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(result, f)
-    finally:
-        torch.distributed.destroy_process_group()
+def _ddp_loader_worker(rank: int, world: int, data_dir: str, meta_dir: str, out_dir: str) -> None:
+    loader = MultiScaleEgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
+                                         video_params={"input_res": 16, "scales": [2, 4]},
+                                         temporal_pair_ratio=0.5, max_temporal_gap=4.0)
+    random_loader = EgoClipDataLoader(data_dir=data_dir, meta_dir=meta_dir, batch_size=2, num_workers=0,
+                                      video_params={"input_res": 16, "num_frames": 2})
+    loader.set_epoch(1)
+    random_loader.set_epoch(1)
+    result = {"pairs": list(loader.batch_sampler), "random": [i for b in random_loader.batch_sampler for i in b],
+              "rank": loader.rank, "world": loader.world_size}
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
 
 
 def test_loaders_shard_by_torch_distributed_rank(long_clip_synthetic, tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_loader_worker, nprocs=2, args=(
-        2, port, long_clip_synthetic["data_dir"], long_clip_synthetic["meta_dir"], str(tmp_path)))
+    run_ranks(_ddp_loader_worker, 2, long_clip_synthetic["data_dir"], long_clip_synthetic["meta_dir"], str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
     assert len(ranks[0]["pairs"]) == len(ranks[1]["pairs"]) > 0

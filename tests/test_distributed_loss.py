@@ -3,16 +3,12 @@
 DDP averages gradients over ranks; the objective's gather sums them in its backward; the
 two cancel, so no loss rescaling is needed (see model.distributed_gather).
 """
-import datetime
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from gloo_ranks import run_ranks
 from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
 from model.loss import MultiScaleEgoNCE
 
@@ -65,41 +61,29 @@ def loss_and_grads(model, objective, batch):
     return loss.detach(), {name: p.grad.detach().clone() for name, p in module.named_parameters()}
 
 
-def rank_worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=60))
-    try:
-        model = DistributedDataParallel(make_model())
-        objective = make_objective()
-        results = {}
-        for seed, (name, sizes) in enumerate(CASES.items()):
-            batch = make_batch(sum(sizes), seed)
-            start = sum(sizes[:rank])
-            local = {key: value[start:start + sizes[rank]] for key, value in batch.items()}
-            loss, grads = loss_and_grads(model, objective, local)
-            text = local['text'].clone().requires_grad_(True)
-            gathered = all_gather_with_grad(text)
-            ((gathered * gather_weights(sum(sizes))).sum() * (rank + 1)).backward()
-            results[name] = {'loss': loss, 'grads': grads,
-                             'sizes': gather_batch_sizes(sizes[rank], torch.device('cpu')),
-                             'verb': all_gather_tensor(local['verb']),
-                             'text': gathered.detach(), 'text_grad': text.grad}
-        torch.save(results, f'{out_dir}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+def rank_worker(rank, world_size, out_dir):
+    model = DistributedDataParallel(make_model())
+    objective = make_objective()
+    results = {}
+    for seed, (name, sizes) in enumerate(CASES.items()):
+        batch = make_batch(sum(sizes), seed)
+        start = sum(sizes[:rank])
+        local = {key: value[start:start + sizes[rank]] for key, value in batch.items()}
+        loss, grads = loss_and_grads(model, objective, local)
+        text = local['text'].clone().requires_grad_(True)
+        gathered = all_gather_with_grad(text)
+        ((gathered * gather_weights(sum(sizes))).sum() * (rank + 1)).backward()
+        results[name] = {'loss': loss, 'grads': grads,
+                         'sizes': gather_batch_sizes(sizes[rank], torch.device('cpu')),
+                         'verb': all_gather_tensor(local['verb']),
+                         'text': gathered.detach(), 'text_grad': text.grad}
+    torch.save(results, f'{out_dir}/rank{rank}.pt')
 
 
 @pytest.fixture(scope='module')
 def rank_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp('ranks')
-    mp.spawn(rank_worker, args=(free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    run_ranks(rank_worker, WORLD_SIZE, str(out_dir))
     return [torch.load(out_dir / f'rank{rank}.pt') for rank in range(WORLD_SIZE)]
 
 
