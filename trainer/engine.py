@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -198,15 +197,7 @@ class Engine:
 
     def stop_agreed(self) -> bool:
         """True on every rank once any rank received a stop request."""
-        return self.agree(self.stop_requested)
-
-    def agree(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank."""
-        if not self.dist.distributed:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(value)
-        return bool(value.item() > 0)
+        return distributed.any_rank(self.stop_requested)
 
     def _interrupted(self) -> TrainingInterrupted:
         return TrainingInterrupted(f"stopped by signal at epoch {self.epoch}, batch {self.batch_in_epoch}; "
@@ -245,7 +236,7 @@ class Engine:
 
     def evaluate(self, split: str = "val") -> dict:
         """Evaluate the task on ``split`` (every rank takes part); logs ``val/<metric>`` scalars."""
-        metrics = evaluate_task(self.task, split, self.context(), self.options.tqdm, self.stop_agreed)
+        metrics = evaluate_task(self.task, split, self.context(), self.options.tqdm, lambda: self.stop_requested)
         for key, value in metrics.items():
             if isinstance(value, float):
                 self.scalar(f"{split}/{key}", value)
@@ -312,7 +303,7 @@ class Engine:
         with self.step_module.no_sync() if skip_grad_sync else contextlib.nullcontext():
             with self.autocast():
                 loss, output = self.step_module(batch, self.context())
-            if self.agree(not torch.isfinite(loss).item()):
+            if distributed.any_rank(not torch.isfinite(loss).item()):
                 self._skip_nonfinite(loss)
                 del loss, output  # they hold the autograd graph; free it before the next forward
                 return float("nan"), 0, None

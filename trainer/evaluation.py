@@ -56,11 +56,20 @@ def sharded_loader(loader: DataLoader) -> DataLoader:
                       pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
 
 
+def _never() -> bool:
+    return False
+
+
 @torch.no_grad()
 def evaluate_loader(task, loader: DataLoader, evaluators: list, ctx, show_progress: bool = True,
-                    should_stop: Callable[[], bool] = lambda: False) -> dict:
+                    stop_requested: Callable[[], bool] = _never,
+                    agree: Callable[[bool], bool] = distributed.any_rank) -> dict:
     """Run ``task.evaluation_step`` over this rank's shard of ``loader``, feed ``evaluators``, return their
-    merged ``compute()``. Raises :class:`EvaluationInterrupted` when ``should_stop()`` turns true."""
+    merged ``compute()``.
+
+    This rank leaves its shard early once ``stop_requested()`` is true; then ``agree(stopped)`` (true on every
+    rank if true on any) decides on every rank together, and :class:`EvaluationInterrupted` is raised. Shards
+    may differ by a batch, so nothing inside the loop talks to the other ranks."""
     was_training = task.training
     task.eval()
     for evaluator in evaluators:
@@ -68,10 +77,12 @@ def evaluate_loader(task, loader: DataLoader, evaluators: list, ctx, show_progre
     iterator = start_iterator(sharded_loader(loader))
     bar = tqdm(total=len(iterator), desc="evaluating", leave=False,
                disable=not (show_progress and distributed.is_main_process()))
+    stopped = False
     try:
         for batch in iterator:
-            if should_stop():
-                raise EvaluationInterrupted("evaluation stopped by a signal")
+            if stop_requested():
+                stopped = True
+                break
             with ctx.autocast():
                 outputs = task.evaluation_step(batch, ctx)
             for evaluator in evaluators:
@@ -83,20 +94,22 @@ def evaluate_loader(task, loader: DataLoader, evaluators: list, ctx, show_progre
         if shutdown is not None:
             shutdown()
         task.train(was_training)
+    if agree(stopped):
+        raise EvaluationInterrupted("evaluation stopped by a signal")
     metrics = {}
     for evaluator in evaluators:
         metrics.update(evaluator.compute())
     return metrics
 
 
-def evaluate_task(task, split: str, ctx, show_progress: bool = True,
-                  should_stop: Callable[[], bool] = lambda: False) -> dict:
+def evaluate_task(task, split: str, ctx, show_progress: bool = True, stop_requested: Callable[[], bool] = _never,
+                  agree: Callable[[bool], bool] = distributed.any_rank) -> dict:
     """Every loader of ``split`` with fresh evaluators; with several loaders keys get a ``loader{i}/`` prefix."""
     loaders = task.loaders(split)
     metrics = {}
     for i, loader in enumerate(loaders):
         prefix = "" if len(loaders) == 1 else f"loader{i}/"
-        result = evaluate_loader(task, loader, task.evaluators(split), ctx, show_progress, should_stop)
+        result = evaluate_loader(task, loader, task.evaluators(split), ctx, show_progress, stop_requested, agree)
         metrics.update({prefix + key: value for key, value in result.items()})
     return metrics
 

@@ -109,6 +109,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return reduced.to(tensor.device)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any rank (``flag`` itself when not distributed)."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
+
+
 def cleanup(failed: bool = False) -> None:
     """Leave the process group (safe to call when none exists).
 

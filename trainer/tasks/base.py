@@ -73,9 +73,7 @@ class Task(nn.Module):
         model = config.init_obj("arch")
         objective = config.init_obj("loss") if config.get("loss") and "train" in splits else None
         task = cls(model, objective, **config.entries("task")[0].get("args", {}))
-        for split in splits:
-            section = LOADER_SECTIONS[split]
-            task._loaders[split] = config.init_all(section) if config.get(section) else []
+        task._loaders = {split: config.init_all(LOADER_SECTIONS[split]) for split in splits}
         evaluators = config.entries("evaluators") or [{"type": name} for name in cls.default_evaluators]
         task._evaluator_factories = [functools.partial(EVALUATORS.get(e["type"]), **e.get("args", {}))
                                      for e in evaluators]
