@@ -90,10 +90,19 @@ def test_rand_sampling_is_reproducible_and_inside_the_clip(reader):
     assert codes == sorted(codes) and all(29 <= c < 90 for c in codes)
 
 
-def test_indices_past_the_end_are_clamped_to_the_last_frame(reader):
-    # frames [194, 225): segment middles 197, 204, 213, 221 -> the video ends at frame 199
-    assert frame_codes(reader.read_clip("ntsc", 6.5, 7.5, num_frames=4)) == [197, 199, 199, 199]
-    assert frame_codes(reader.read_clip("twelve", 4.5, 9.0, num_frames=2)) == [57, 57]
+def test_clip_end_past_the_video_by_at_most_one_frame_reads_the_last_frame(reader):
+    # ntsc ends at frame 199 (6.673 s): [6.0, 6.70) s is frames [179, 201), one past the end (rounding)
+    assert frame_codes(reader.read_clip("ntsc", 6.0, 6.70, num_frames=22)) == list(range(179, 200)) + [199]
+    assert frame_codes(reader.read_clip("twelve", 4.5, 4.9, num_frames=5)) == [54, 55, 56, 57, 57]
+
+
+@pytest.mark.parametrize("uid, start, end, frame", [("ntsc", 6.5, 7.5, "frame 224 (7.474 s)"),
+                                                    ("twelve", 4.5, 9.0, "frame 107 (8.917 s)"),
+                                                    ("twelve", 4.5, 5.0, "frame 59 (4.917 s)")])
+def test_clip_end_past_the_video_raises_naming_the_frame(reader, data_dir, uid, start, end, frame):
+    with pytest.raises(VideoReadError, match="(after|past) the end of the video") as info:
+        reader.read_clip(uid, start, end, num_frames=2)
+    assert frame in str(info.value) and info.value.paths[0].startswith(os.path.join(data_dir, uid))
 
 
 def test_decord_and_pyav_return_identical_frames(data_dir):
