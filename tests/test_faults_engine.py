@@ -17,6 +17,7 @@ from tests.tiny_task import with_import_paths
 from tests.test_engine import tiny_task_config, train
 from tests.test_trainer import tiny_config
 from trainer import launch
+from trainer.engine import Engine
 from trainer.state import load_training_checkpoint
 from utils.config import ConfigError, ConfigParser, set_by_path
 
@@ -167,3 +168,34 @@ def test_an_out_of_range_value_is_one_line_from_the_run_script(tmp_path):
     assert result.returncode == 2 and seconds < 20
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'fault.json'}: 'trainer.val_every' must be >= 1, got 0"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_and_resumed_run_equals_uninterrupted_with_workers(tiny_synthetic, tmp_path, monkeypatch,
+                                                                        workers):
+    config = tiny_config(tiny_synthetic, tmp_path)
+    config["data_loader"]["args"]["num_workers"] = workers
+    parser = ConfigParser(copy.deepcopy(config), source="test.json", device="cpu", run_id="full")
+    launch.train(parser)
+    full = load_training_checkpoint(parser.run_dir / "latest.pth")
+    stop_at = full["global_step"] // 2 + 1  # inside epoch 2
+    original = Engine.train_step
+
+    def step_then_signal(self, batch):
+        result = original(self, batch)
+        if self.global_step == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(Engine, "train_step", step_then_signal)
+    cut = ConfigParser(copy.deepcopy(config), source="test.json", device="cpu", run_id="cut")
+    launch.train(cut)
+    monkeypatch.setattr(Engine, "train_step", original)
+    assert load_training_checkpoint(cut.run_dir / "latest.pth")["global_step"] == stop_at
+    resumed = ConfigParser(copy.deepcopy(config), source="test.json", device="cpu", run_id="resumed",
+                           resume=str(cut.run_dir / "latest.pth"))
+    launch.train(resumed)
+    final = load_training_checkpoint(resumed.run_dir / "latest.pth")
+    assert final["global_step"] == full["global_step"]
+    for key, value in full["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
