@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import av
 import numpy as np
 import pandas as pd
 import torch
@@ -29,7 +29,6 @@ from data_loader.metadata import ClipRow, MCQItem, load_egoclip, load_egomcq, lo
 from data_loader.transforms import VideoTransform, frame_size, init_video_transform_dict
 from data_loader.video_backends import BACKENDS, DecodeSize
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
-from utils.egoclip_format import chunk_index, seconds_to_frame_range
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +62,8 @@ VIDEO_PARAM_DEFAULTS = asdict(VideoClipParams())
 READER_DEFAULTS = asdict(ReaderParams())
 # 'lax' loading tolerates this many failed reads before judging the failed fraction.
 BAD_READ_GRACE = 10
+# Replaced reads are logged one line each, at most this many per process in any LOG_WINDOW_S seconds.
+LOG_BURST, LOG_WINDOW_S = 20, 60.0
 
 
 class MCQClipError(RuntimeError):
@@ -94,12 +95,19 @@ class EgoClip_EgoMCQ(Dataset):
             ``chunk_len`` defaults to taxonomy.json's, else 600 s.
         neg_param: seconds; if set, each training item also carries one clip from the same
             ``narration_time // neg_param`` segment of the same video (EgoVLP's scene-aware negatives).
+        seed: with the epoch and the item's index, the only source of an item's randomness (frame choice,
+            crop, flip, scene negative, lax replacement), so items do not depend on which DataLoader worker
+            reads them. The epoch comes with the index (``samplers.EpochIndex``), else from :meth:`set_epoch`.
+
+    Training items also carry ``replaced`` (int: how many unreadable clips 'lax' loading replaced for this
+    item, 0 otherwise) and ``replaced_rows`` (list of str naming each failed clip as ``egoclip.csv row <i>
+    (<video_uid> <start>-<end> s)``, ``i`` being its dataset index), gathered per batch by the collate.
     """
 
     def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
                  data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
                  split: str = "train", tsfms: VideoTransform | None = None,
-                 reader: dict | str | None = None, neg_param: float | None = None):
+                 reader: dict | str | None = None, neg_param: float | None = None, seed: int = 0):
         if split not in SPLIT_FILES:
             raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
         self.dataset_name, self.split = dataset_name, split
@@ -121,9 +129,9 @@ class EgoClip_EgoMCQ(Dataset):
         self.neg_param = neg_param if split == "train" and neg_param else None
         self._load_metadata()
         self._reader = None
-        self._fps: dict[str, float] = {}
+        self.seed, self.epoch = int(seed), 0
         self.reads, self.bad_reads = 0, 0
-        self._logged_bad_files: set[str] = set()
+        self._log_window: tuple[float, int, int] = (-LOG_WINDOW_S, 0, 0)  # (start, logged, suppressed)
 
     # ------------------------------------------------------------------ setup
     def _check_video_params(self, params: dict) -> dict:
@@ -182,9 +190,10 @@ class EgoClip_EgoMCQ(Dataset):
     # ------------------------------------------------------------------ rows and paths
     def _train_clip(self, index: int) -> ClipRow:
         meta = self.metadata  # columns read one cell each: no row Series is built
+        video_dur = float(meta["video_dur"].iat[index])
         return ClipRow(meta["video_uid"].iat[index], float(meta["clip_start"].iat[index]),
                        float(meta["clip_end"].iat[index]), float(meta["narration_time"].iat[index]),
-                       meta["clip_text"].iat[index])
+                       meta["clip_text"].iat[index], video_dur if np.isfinite(video_dur) else None)
 
     def _get_video_path(self, sample) -> tuple[list[str], list[float], float]:
         """EgoVLP's (chunk paths of clip start and end, [start, end] seconds, end of the start chunk)."""
@@ -203,17 +212,8 @@ class EgoClip_EgoMCQ(Dataset):
         """float ``[T, 3, R, R]``: ``num_frames`` frames of the clip, transformed."""
         _, (start, end), _ = self._get_video_path(clip)
         frames = self.reader.read_clip(clip.video_uid, start, end, num_frames=int(self.video_params["num_frames"]),
-                                       sample=self.frame_sample, rng=rng)
+                                       sample=self.frame_sample, rng=rng, video_dur=clip.video_dur)
         return self.transforms.apply(frames, self.transforms.sample_params(*frame_size(frames), rng))
-
-    def _clip_frame_count(self, video_uid: str, start: float, end: float) -> int:
-        """Number of distinct frames in ``[start, end)`` s, counted at the video's real fps (as the reader does)."""
-        fps = self._fps.get(video_uid)
-        if fps is None:
-            path = self.reader.chunk_path(video_uid, chunk_index(start, self.chunk_sec))
-            fps = self._fps[video_uid] = _probe_fps(path, (video_uid, start, end))
-        first, last = seconds_to_frame_range(start, end, fps)
-        return last - first
 
     def _get_video_multiscale(self, clip: ClipRow, rng: np.random.Generator) -> tuple[dict, torch.Tensor]:
         """(``{'frames_<s>': float [s, 3, R, R]}`` for every scale, ``scale_mask`` bool ``[num_scales]``).
@@ -229,10 +229,9 @@ class EgoClip_EgoMCQ(Dataset):
         if scales is None:
             raise ValueError(f"{self.dataset_name}: multi-scale loading needs video_params.scales")
         _, (start, end), _ = self._get_video_path(clip)
-        available = self._clip_frame_count(clip.video_uid, start, end)
-        base_count = min(available, scales[-1])
-        base = self.reader.read_clip(clip.video_uid, start, end, num_frames=base_count, sample=self.frame_sample,
-                                     rng=rng)
+        base = self.reader.read_clip(clip.video_uid, start, end, num_frames=scales[-1], sample=self.frame_sample,
+                                     rng=rng, video_dur=clip.video_dur, shrink=True)
+        available = base_count = len(base)  # the clip's distinct frames when fewer than the finest scale
         base = self.transforms.apply(base, self.transforms.sample_params(*frame_size(base), rng))
         positions = _scale_positions(scales, base_count, self.frame_sample, rng)
         every_frame = list(range(base_count))
@@ -246,20 +245,34 @@ class EgoClip_EgoMCQ(Dataset):
         return {"video": self._get_video_frames(clip, rng)}
 
     # ------------------------------------------------------------------ items
-    def _item_rng(self) -> np.random.Generator:
-        """A generator seeded from torch's RNG, which DataLoader seeds per worker from its base seed."""
-        return np.random.default_rng(int(torch.randint(0, 2 ** 62, ()).item()))
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of indices that come without one (plain ints); the loaders' samplers send it with each index."""
+        self.epoch = int(epoch)
+
+    def _item_rng(self, index: int, epoch: int) -> np.random.Generator:
+        """The item's random generator, from (seed, epoch, index) only: the same in every worker and on resume."""
+        return np.random.default_rng([self.seed, epoch, index])
+
+    def _row_video(self, index: int, rng: np.random.Generator) -> dict:
+        """``_get_video`` of training row ``index``; a failed read raises :class:`_RowReadError` naming the row."""
+        clip = self._train_clip(index)
+        try:
+            return self._get_video(clip, rng)
+        except VideoReadError as err:
+            row = (f"{os.path.basename(self.meta_path)} row {index} ({clip.video_uid} "
+                   f"{clip.clip_start:.2f}-{clip.clip_end:.2f} s)")
+            raise _RowReadError(row, err) from err
 
     def _train_sample(self, index: int, rng: np.random.Generator) -> dict:
         clip = self._train_clip(index)
         text, noun_vec, verb_vec = self._get_caption(index)
-        item = {**self._get_video(clip, rng), "text": text,
+        item = {**self._row_video(index, rng), "text": text,
                 "meta": {"video_uid": clip.video_uid, "clip_start": clip.clip_start, "clip_end": clip.clip_end,
                          "narration_time": clip.narration_time, "index": index},
                 "verb_vec": verb_vec, "noun_vec": noun_vec}
         if self.neg_param:
             neg_index = self._scene_negative(index, rng)
-            neg = self._get_video(self._train_clip(neg_index), rng)
+            neg = self._row_video(neg_index, rng)
             text_neg, noun_neg, verb_neg = self._get_caption(neg_index)
             item.update({f"{k}_neg": v for k, v in neg.items()})
             item.update(text_neg=text_neg, noun_vec_neg=noun_neg, verb_vec_neg=verb_neg)
@@ -274,33 +287,47 @@ class EgoClip_EgoMCQ(Dataset):
         pick = int(rng.integers(len(rows) - 1))
         return int(rows[pick] if rows[pick] != index else rows[-1])
 
-    def _record_bad_read(self, index: int, err: VideoReadError) -> None:
+    def _record_bad_read(self, failure: "_RowReadError") -> None:
+        """Count a replaced read, log it (rate-limited per process) and give up past ``max_bad_fraction``."""
         self.bad_reads += 1
-        files = ", ".join(err.paths) or self._get_video_path(self._train_clip(index))[0][0]
-        if files not in self._logged_bad_files:
-            self._logged_bad_files.add(files)
-            logger.warning("%s: replacing unreadable training clip (row %d): %s", self.dataset_name, index, err)
+        start, logged, suppressed = self._log_window
+        now = time.monotonic()
+        if now - start >= LOG_WINDOW_S:
+            if suppressed:
+                logger.warning("%s: %d more replaced training clips were not logged", self.dataset_name, suppressed)
+            start, logged, suppressed = now, 0, 0
+        if logged < LOG_BURST:
+            logger.warning("%s: replacing unreadable training clip, %s: %s", self.dataset_name, failure.row,
+                           failure.error)
+            logged += 1
+        else:
+            suppressed += 1
+        self._log_window = (start, logged, suppressed)
         if self.bad_reads > BAD_READ_GRACE and self.bad_reads > self.video_params["max_bad_fraction"] * self.reads:
             raise RuntimeError(
                 f"{self.dataset_name}: {self.bad_reads} of {self.reads} video reads failed in this process, more than "
                 f"max_bad_fraction={self.video_params['max_bad_fraction']}; check data_dir {self.data_dir} "
-                f"(last error: {err})") from err
+                f"(last error: {failure.row}: {failure.error})") from failure.error
 
-    def _get_train_item(self, index: int) -> dict:
-        rng = self._item_rng()
+    def _get_train_item(self, index: int, epoch: int) -> dict:
+        rng = self._item_rng(index, epoch)
+        replaced_rows = []
         while True:
             self.reads += 1
             try:
-                return self._train_sample(index, rng)
-            except VideoReadError as err:
+                item = self._train_sample(index, rng)
+            except _RowReadError as failure:
                 if self.video_params["loading"] == "strict":
-                    raise
-                self._record_bad_read(index, err)
+                    raise failure.error from None
+                self._record_bad_read(failure)
+                replaced_rows.append(failure.row)
                 index = int(rng.integers(len(self.metadata)))
+                continue
+            return {**item, "replaced": len(replaced_rows), "replaced_rows": replaced_rows}
 
-    def _get_val_item(self, index: int) -> dict:
+    def _get_val_item(self, index: int, epoch: int) -> dict:
         item = self.metadata[index]
-        rng = self._item_rng()
+        rng = self._item_rng(index, epoch)
         videos = []
         for c, clip in enumerate(item.choices):
             try:
@@ -316,9 +343,19 @@ class EgoClip_EgoMCQ(Dataset):
         return len(self.metadata)
 
     def __getitem__(self, index: int) -> dict:
+        """Item ``index``; an :class:`data_loader.samplers.EpochIndex` also gives the epoch (else :meth:`set_epoch`'s)."""
+        epoch = getattr(index, "epoch", self.epoch)
         if self.split == "train":
-            return self._get_train_item(int(index))
-        return self._get_val_item(int(index))
+            return self._get_train_item(int(index), epoch)
+        return self._get_val_item(int(index), epoch)
+
+
+class _RowReadError(Exception):
+    """A training row's clip could not be read: ``row`` names the CSV row and clip, ``error`` is the read error."""
+
+    def __init__(self, row: str, error: VideoReadError):
+        super().__init__(f"{row}: {error}")
+        self.row, self.error = row, error
 
 
 def _scale_positions(scales: list[int], base_count: int, mode: str, rng: np.random.Generator) -> dict[int, list[int]]:
@@ -331,18 +368,6 @@ def _scale_positions(scales: list[int], base_count: int, mode: str, rng: np.rand
     nested = sample_multiscale_indices(fitting, 0, base_count, mode, rng)
     return {s: nested[s] if s <= base_count else list(range(base_count)) + [base_count - 1] * (s - base_count)
             for s in scales}
-
-
-def _probe_fps(path: str, clip: tuple) -> float:
-    """Average frame rate of a video file from its header (no decoding)."""
-    try:
-        with av.open(path) as container:
-            rate = container.streams.video[0].average_rate
-    except (av.error.FFmpegError, OSError, IndexError) as err:
-        raise VideoReadError(f"cannot read the frame rate: {err}", [path], clip) from err
-    if not rate or rate <= 0:
-        raise VideoReadError("video has no frame rate", [path], clip)
-    return float(rate)
 
 
 def _stack(values: list):

@@ -26,7 +26,7 @@ class MultiScaleEgoClip_EgoMCQ(EgoClip_EgoMCQ):
     def __init__(self, dataset_name: str = "EgoClip", video_params: dict | None = None,
                  data_dir: str = "data/synthetic/videos", meta_dir: str = "data/synthetic/meta",
                  split: str = "train", tsfms: VideoTransform | None = None,
-                 reader: dict | str | None = None, neg_param: float | None = None):
+                 reader: dict | str | None = None, neg_param: float | None = None, seed: int = 0):
         video_params = dict(video_params or {})
         if video_params.get("scales") is None:
             video_params["scales"] = list(DEFAULT_SCALES)
@@ -35,7 +35,7 @@ class MultiScaleEgoClip_EgoMCQ(EgoClip_EgoMCQ):
         if video_params["num_frames"] != finest:
             raise ValueError(f"video_params.num_frames {video_params['num_frames']} must equal the largest "
                              f"scale {finest} (or be left out)")
-        super().__init__(dataset_name, video_params, data_dir, meta_dir, split, tsfms, reader, neg_param)
+        super().__init__(dataset_name, video_params, data_dir, meta_dir, split, tsfms, reader, neg_param, seed)
 
     def _get_video(self, clip: ClipRow, rng: np.random.Generator) -> dict:
         frames, scale_mask = self._get_video_multiscale(clip, rng)

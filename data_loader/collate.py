@@ -34,6 +34,10 @@ class EgoClipCollate:
     ``[B, N]`` multi-hot; ``meta`` dict of B-long columns (``video_uid`` list, times float64 ``[B]``
     seconds, ``index`` ``[B]``); ``temporal_pairs`` ``[P, 3]``; scene-aware negatives add ``video_neg``
     (and ``scale_mask_neg``), ``text_neg``, ``verb_vec_neg``, ``noun_vec_neg`` shaped alike.
+    Training batches also hold ``num_replaced`` (int: how many clips of the batch, negatives included, were
+    unreadable and replaced in 'lax' loading; sum it over steps and ranks for a total) and ``replaced_rows``
+    (list of str, one per replaced clip, naming its CSV row and clip, e.g. ``egoclip.csv row 1234
+    (<video_uid> 0.00-1.50 s)``), from the items' ``replaced`` / ``replaced_rows`` fields.
     EgoMCQ batch: ``video`` ``[B, 5, T, 3, R, R]`` (or the dict of ``[B, 5, s, 3, R, R]`` with
     ``scale_mask`` ``[B, 5, S]``), ``text`` list of B queries, ``correct`` and ``type`` int64 ``[B]``.
     """
@@ -42,7 +46,14 @@ class EgoClipCollate:
         self.max_temporal_gap = float(max_temporal_gap)
 
     def __call__(self, items: list[dict]) -> dict:
+        replaced = None
+        if "replaced" in items[0]:
+            replaced = (sum(int(item["replaced"]) for item in items),
+                        [row for item in items for row in item["replaced_rows"]])
+            items = [{k: v for k, v in item.items() if k not in ("replaced", "replaced_rows")} for item in items]
         batch = default_collate(items)
+        if replaced is not None:
+            batch["num_replaced"], batch["replaced_rows"] = replaced
         meta = batch.get("meta")
         if isinstance(meta, dict) and "narration_time" in meta and "video_uid" in meta:
             batch["temporal_pairs"] = temporal_pairs(meta["video_uid"], meta["narration_time"], self.max_temporal_gap)

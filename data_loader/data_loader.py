@@ -3,7 +3,10 @@
 Each builds its dataset, the collate function and a sampler, and shards by itself under an initialised
 torch.distributed (rank and world size come from it): 'temporal_pair' → :class:`TemporalPairBatchSampler`,
 'random' (alias 'distributed') → ``DistributedSampler`` (also used, with one replica, without DDP).
-Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles and reseeds worker augmentation.
+Call ``loader.set_epoch(epoch)`` before every epoch: it reshuffles. Batches are bit-exact whatever the
+number of workers (persistent or not) and when an epoch starts at batch k (resuming): the samplers yield
+:class:`~data_loader.samplers.EpochIndex` values (index + epoch), and each item's randomness comes from
+(``seed``, epoch, index) only (see :class:`EgoClip_EgoMCQ`).
 """
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, ReaderParams, VideoClipParams
 from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
 from data_loader.collate import EgoClipCollate
-from data_loader.samplers import TemporalPairBatchSampler
+from data_loader.samplers import EpochDistributedSampler, TemporalPairBatchSampler
 from data_loader.transforms import init_video_transform_dict
 from data_loader.worker_signals import ignore_preemption_signals
 from utils.config_schema import ArgsOf, Bounds
@@ -37,7 +40,7 @@ class _TextVideoDataLoader(DataLoader):
         (which split's transform to use, default ``split``).
     Args (loading): ``batch_size`` per process; ``num_workers``; ``pin_memory`` (None: when CUDA is
         available); ``persistent_workers`` (only with workers); ``prefetch_factor`` (only with workers);
-        ``seed`` (sampling order and worker augmentation seeds); ``sampler`` (None: the class default for
+        ``seed`` (sampling order, item augmentation, worker RNG seeds); ``sampler`` (None: the class default for
         'train', 'random' otherwise); ``temporal_pair_ratio`` / ``max_temporal_gap`` (seconds) for the pair
         sampler and the ``temporal_pairs`` of each batch; ``shuffle`` and ``drop_last`` (None: True for
         'train') for the 'random' sampler (the pair sampler always shuffles and drops incomplete batches).
@@ -68,7 +71,8 @@ class _TextVideoDataLoader(DataLoader):
         tsfm_params.setdefault("input_res", (video_params or {}).get("input_res", 224))
         tsfms = init_video_transform_dict(**tsfm_params)[tsfm_split or split]
         dataset = self.dataset_class(dataset_name=dataset_name, video_params=video_params, data_dir=data_dir,
-                                     meta_dir=meta_dir, split=split, tsfms=tsfms, reader=reader, neg_param=neg_param)
+                                     meta_dir=meta_dir, split=split, tsfms=tsfms, reader=reader, neg_param=neg_param,
+                                     seed=seed)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.seed, self.dataset_name = int(seed), dataset_name
         drop_last = split == "train" if drop_last is None else drop_last
@@ -84,15 +88,17 @@ class _TextVideoDataLoader(DataLoader):
                                                num_replicas=self.world_size, rank=self.rank, seed=seed)
             super().__init__(dataset, batch_sampler=batches, **loader_args)
         else:
-            order = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle,
-                                       seed=seed, drop_last=drop_last)
+            order = EpochDistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle,
+                                            seed=seed, drop_last=drop_last)
             super().__init__(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last, **loader_args)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's sample order (same on every rank) and reseed worker augmentation (per rank)."""
+        """Select the epoch of the sample order (same on every rank) and of the items (its indices carry it;
+        the dataset is told too, for plain-int indices in this process); reseed the workers' global RNGs."""
         pair_batches = isinstance(self.batch_sampler, TemporalPairBatchSampler)
         (self.batch_sampler if pair_batches else self.sampler).set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
         state = np.random.SeedSequence([self.seed, self.rank, int(epoch)]).generate_state(2, dtype=np.uint32)
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 

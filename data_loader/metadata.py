@@ -281,12 +281,13 @@ def load_egoclip(path: str, num_verbs: int = EGO4D_NUM_VERBS, num_nouns: int = E
 
 @dataclass(frozen=True)
 class ClipRow:
-    """One clip of an EgoMCQ item."""
+    """One clip: an EgoClip row or an EgoMCQ query/choice; times in seconds, ``video_dur`` when known."""
     video_uid: str
     clip_start: float
     clip_end: float
     narration_time: float
     clip_text: str
+    video_dur: float | None = None
 
 
 @dataclass(frozen=True)

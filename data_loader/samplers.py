@@ -1,4 +1,11 @@
-"""TemporalPairBatchSampler: batches that contain temporally adjacent clips of the same video."""
+"""Samplers whose indices carry their epoch, and TemporalPairBatchSampler (batches that contain temporally
+adjacent clips of the same video).
+
+Epochs reach the dataset with the indices: the samplers of this module yield :class:`EpochIndex` values
+(ints that also carry ``.epoch``), which the dataset reads in whichever worker serves them. Setting an
+attribute on the dataset would not do: DataLoader workers hold copies of it, and persistent workers keep
+the copies they were started with.
+"""
 from __future__ import annotations
 
 import math
@@ -7,10 +14,35 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from data_loader.collate import temporal_pairs
 from utils.distributed import get_rank, get_world_size
+
+
+class EpochIndex(int):
+    """A dataset index (an ``int``, equal to the plain index) that also carries the ``epoch`` it was drawn for."""
+
+    epoch: int
+
+    def __new__(cls, index: int, epoch: int) -> "EpochIndex":
+        value = super().__new__(cls, index)
+        value.epoch = int(epoch)
+        return value
+
+    def __reduce__(self):
+        return EpochIndex, (int(self), self.epoch)
+
+    def __repr__(self) -> str:
+        return f"EpochIndex({int(self)}, epoch={self.epoch})"
+
+
+class EpochDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` yielding :class:`EpochIndex` values of the epoch set by ``set_epoch``."""
+
+    def __iter__(self) -> Iterator[EpochIndex]:
+        epoch = self.epoch
+        return (EpochIndex(index, epoch) for index in super().__iter__())
 
 
 def temporal_columns(data_source) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +73,8 @@ def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[i
 
 
 class TemporalPairBatchSampler(Sampler):
-    """Yields index lists of ``batch_size`` in which at least ``temporal_pair_ratio`` of the samples are
-    members of adjacent pairs whose two members are both in the batch.
+    """Yields index lists (of :class:`EpochIndex`) of ``batch_size`` in which at least ``temporal_pair_ratio``
+    of the samples are members of adjacent pairs whose two members are both in the batch.
 
     Adjacency (built once): clips grouped by ``video_uid`` and sorted by ``narration_time``; consecutive
     clips at most ``max_temporal_gap`` seconds apart are adjacent. Each epoch, every run of adjacent clips
@@ -125,8 +157,10 @@ class TemporalPairBatchSampler(Sampler):
             batches.append(members[rng.permutation(len(members))].tolist())
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.global_batches()[self.rank::self.num_replicas]
+    def __iter__(self) -> Iterator[list[EpochIndex]]:
+        epoch = self.epoch
+        for batch in self.global_batches(epoch)[self.rank::self.num_replicas]:
+            yield [EpochIndex(index, epoch) for index in batch]
 
     def __len__(self) -> int:
         return self._num_batches

@@ -188,7 +188,8 @@ def test_train_item_matches_the_csv_row(long_clip_synthetic):
     assert len(ds) == len(csv)
     item = ds[2]
     row = csv.iloc[2]
-    assert set(item) == {"video", "text", "meta", "verb_vec", "noun_vec"}
+    assert set(item) == {"video", "text", "meta", "verb_vec", "noun_vec", "replaced", "replaced_rows"}
+    assert item["replaced"] == 0 and item["replaced_rows"] == []
     assert item["video"].shape == (4, 3, RES, RES) and item["video"].dtype == torch.float32
     assert item["text"] == row.clip_text
     assert item["meta"] == {"video_uid": row.video_uid, "clip_start": row.clip_start, "clip_end": row.clip_end,
@@ -316,12 +317,11 @@ def test_strict_loading_raises_naming_the_file(long_clip_synthetic, corrupted):
     assert bad_path in str(info.value)
 
 
-def test_lax_loading_replaces_counts_and_logs_once(long_clip_synthetic, corrupted, caplog):
+def test_lax_loading_replaces_counts_and_logs_each_failure(long_clip_synthetic, corrupted, caplog):
     videos, bad_path = corrupted
     ds = dataset(long_clip_synthetic, data_dir=videos, video_params={"loading": "lax"})
     row0 = egoclip_frame(long_clip_synthetic).iloc[0]
     chunk_len = long_clip_synthetic["chunk_len"]
-    torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="data_loader.EgoClip_EgoMCQ_dataset"):
         first = ds[0]
         second = ds[0]
@@ -329,9 +329,14 @@ def test_lax_loading_replaces_counts_and_logs_once(long_clip_synthetic, corrupte
         assert item["meta"]["index"] != 0 and item["video"].shape == (4, 3, RES, RES)
         assert not (item["meta"]["video_uid"] == row0.video_uid
                     and int(item["meta"]["clip_start"] // chunk_len) == int(row0.clip_start // chunk_len))
-    assert ds.bad_reads >= 2
-    logged = [r for r in caplog.records if "replacing unreadable" in r.getMessage()]
-    assert len(logged) == 1 and bad_path in logged[0].getMessage()
+        assert item["replaced"] == len(item["replaced_rows"]) >= 1
+        assert item["replaced_rows"][0] == (f"egoclip.csv row 0 ({row0.video_uid} "
+                                            f"{row0.clip_start:.2f}-{row0.clip_end:.2f} s)")
+    # the replacement is drawn from (seed, epoch, index): the same both times
+    assert first["meta"] == second["meta"] and torch.equal(first["video"], second["video"])
+    assert ds.bad_reads == first["replaced"] + second["replaced"]
+    logged = [r.getMessage() for r in caplog.records if "replacing unreadable" in r.getMessage()]
+    assert len(logged) == ds.bad_reads and all(bad_path in m and "egoclip.csv row 0 (" in m for m in logged[:2])
 
 
 def test_lax_loading_gives_up_when_too_many_reads_fail(long_clip_synthetic, tmp_path):

@@ -1,15 +1,24 @@
 """Regression tests for data-side reliability faults: each failure is detected and named, never silent."""
 import itertools
 import json
+import logging
 import os
+import shutil
 from fractions import Fraction
 
 import av
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+import data_loader.EgoClip_EgoMCQ_dataset as dataset_module
+from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, MCQClipError
+from data_loader.MultiScaleEgoClip_dataset import MultiScaleEgoClip_EgoMCQ
+from data_loader.data_loader import EgoClipDataLoader, MultiScaleEgoClipDataLoader
 from data_loader.metadata import load_egoclip, load_egomcq
+from data_loader.samplers import EpochIndex
 from data_loader.video_backends import PyAVVideo
 from data_loader.video_reader import ChunkedVideoReader, VideoReadError
 from model.checkpoint import CorruptCheckpointError, load_checkpoint_file, torch_load
@@ -210,3 +219,160 @@ def test_pyav_decoding_is_bounded_when_seeks_land_early(vfr_dir):
         video.decode([20])
     assert info.value.paths == (str(vfr_dir / "raw" / "0.mp4"),)
     video.close()
+
+
+# ---------------------------------------------------------------- datasets: short chunks, replaced clips, bit-exact loading
+RES = 16
+
+
+@pytest.fixture(scope="module")
+def faulty(tiny_synthetic, tmp_path_factory):
+    """The tiny set with chunk 0 of the first training video cut to 12 of its 48 frames (1.5 of 6 s): rows 0-2
+    (0.75-2.5, 2.75-4.5, 4.75-6.375 s) reach past it, rows 3-5 lie in chunk 1; an EgoMCQ copy whose item 0
+    choice 2 is row 0's clip."""
+    root = tmp_path_factory.mktemp("faulty")
+    shutil.copytree(tiny_synthetic / "videos", root / "videos")
+    shutil.copytree(tiny_synthetic / "meta", root / "meta")
+    csv = pd.read_csv(root / "meta" / "egoclip.csv", sep="\t")
+    uid = csv.video_uid[0]
+    chunk = root / "videos" / uid / "0.mp4"
+    with av.open(str(chunk)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 48
+    with H264Writer(str(chunk), 8, 32, 32, crf=18, threads=1) as writer:
+        for frame in frames[:12]:
+            writer.write(frame)
+    mcq = json.loads((root / "meta" / "egomcq.json").read_text())
+    mcq["0"]["choices"]["2"] = {k: csv.loc[0, k].item() if hasattr(csv.loc[0, k], "item") else csv.loc[0, k]
+                                for k in ("video_uid", "clip_start", "clip_end", "narration_time", "clip_text")}
+    (root / "meta" / "egomcq.json").write_text(json.dumps(mcq))
+    return {"data_dir": str(root / "videos"), "meta_dir": str(root / "meta"), "csv": csv, "chunk": str(chunk)}
+
+
+def faulty_dataset(faulty, cls=EgoClip_EgoMCQ, split="train", loading="lax", **kwargs):
+    params = {"input_res": RES, "num_frames": 2, "loading": loading, "max_bad_fraction": 0.9}
+    if cls is MultiScaleEgoClip_EgoMCQ:
+        params.pop("num_frames")
+        params["scales"] = [1, 2]
+    params.update(kwargs.pop("video_params", {}))
+    return cls(video_params=params, data_dir=faulty["data_dir"], meta_dir=faulty["meta_dir"], split=split,
+               reader="pyav", **kwargs)
+
+
+def row_name(csv, row: int) -> str:
+    return f"egoclip.csv row {row} ({csv.video_uid[row]} {csv.clip_start[row]:.2f}-{csv.clip_end[row]:.2f} s)"
+
+
+def test_short_chunk_is_a_named_error_in_evaluation_and_strict_training(faulty):
+    with pytest.raises(MCQClipError, match="egomcq.json item 0 choice 2") as info:
+        faulty_dataset(faulty, split="val")[0]
+    assert faulty["chunk"] in str(info.value) and "chunk holds 12 frames, 48 expected" in str(info.value)
+    with pytest.raises(VideoReadError, match=r"12 frames, 48 expected .*: frame 19 \(2\.375 s\) is missing") as info:
+        faulty_dataset(faulty, loading="strict")[0]
+    assert info.value.paths == (faulty["chunk"],)
+
+
+@pytest.mark.parametrize("cls", [EgoClip_EgoMCQ, MultiScaleEgoClip_EgoMCQ])
+def test_lax_training_replaces_and_names_the_failing_clip(faulty, cls):
+    ds = faulty_dataset(faulty, cls=cls, neg_param=4.0)
+    first = ds[EpochIndex(0, 0)]
+    assert first["replaced"] == len(first["replaced_rows"]) >= 1
+    assert first["replaced_rows"][0] == row_name(faulty["csv"], 0)
+    # row 3 reads, but its only scene negative (narration 4-8 s of the video) is row 2, which does not
+    second = ds[EpochIndex(3, 0)]
+    assert second["replaced"] >= 1 and second["replaced_rows"][0] == row_name(faulty["csv"], 2)
+    assert ds.bad_reads == first["replaced"] + second["replaced"]
+
+
+def test_replaced_counts_survive_workers_and_are_summed_by_the_collate(faulty):
+    ds = faulty_dataset(faulty)
+    expected = [ds[EpochIndex(i, 1)] for i in range(len(ds))]
+    loader = EgoClipDataLoader(data_dir=faulty["data_dir"], meta_dir=faulty["meta_dir"], reader="pyav",
+                               video_params={"input_res": RES, "num_frames": 2, "loading": "lax",
+                                             "max_bad_fraction": 0.9},
+                               batch_size=5, num_workers=2, shuffle=False, drop_last=False)
+    loader.set_epoch(1)
+    batches = list(loader)
+    assert [b["num_replaced"] for b in batches] == [sum(e["replaced"] for e in expected[i:i + 5])
+                                                    for i in range(0, len(ds), 5)]
+    assert [r for b in batches for r in b["replaced_rows"]] == [r for e in expected for r in e["replaced_rows"]]
+    assert sum(b["num_replaced"] for b in batches) >= 3
+    assert "replaced" not in batches[0]["meta"] and isinstance(batches[0]["num_replaced"], int)
+
+
+def test_each_replaced_read_is_logged_naming_its_row_rate_limited(faulty, caplog, monkeypatch):
+    monkeypatch.setattr(dataset_module, "LOG_BURST", 2)
+    ds = faulty_dataset(faulty)
+    with caplog.at_level(logging.WARNING, logger=dataset_module.__name__):
+        items = [ds[EpochIndex(i, 0)] for i in (0, 1, 2)]
+        monkeypatch.setattr(dataset_module, "LOG_WINDOW_S", 0.0)
+        items.append(ds[EpochIndex(0, 0)])
+    rows = [r for item in items for r in item["replaced_rows"]]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(rows) >= 4 and len(messages) == 4
+    for message, row in zip(messages[:2], rows):
+        assert message.startswith(f"EgoClip: replacing unreadable training clip, {row}: ") and faulty["chunk"] in message
+    assert f"{len(rows) - 1 - 2} more replaced training clips were not logged" in messages[2]
+    assert messages[3].startswith(f"EgoClip: replacing unreadable training clip, {rows[-1]}: ")
+
+
+def test_max_bad_fraction_still_stops_lax_loading(faulty):
+    ds = faulty_dataset(faulty, video_params={"max_bad_fraction": 0.05})
+    with pytest.raises(RuntimeError, match=r"11 of \d+ video reads failed in this process, more than "
+                                           r"max_bad_fraction=0.05.*egoclip.csv row \d"):
+        for _ in range(11):
+            ds[EpochIndex(0, 0)]
+
+
+class SkipFirstBatches:
+    """What the trainer does on resume: the loader's batch sampler without its first ``skip`` batches."""
+
+    def __init__(self, batch_sampler, skip):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batch_sampler), self.skip, None)
+
+    def __len__(self):
+        return len(self.batch_sampler) - self.skip
+
+
+def assert_same_batches(got, expected):
+    assert len(got) == len(expected) > 0
+    for a, b in zip(got, expected):
+        assert a["text"] == b["text"] and a["text_neg"] == b["text_neg"]
+        assert a["meta"]["index"].tolist() == b["meta"]["index"].tolist()
+        assert a["num_replaced"] == b["num_replaced"] and a["replaced_rows"] == b["replaced_rows"]
+        for key in ("video", "video_neg"):
+            for name in (a[key] if isinstance(a[key], dict) else {key: None}):
+                x, y = (a[key], b[key]) if isinstance(a[key], torch.Tensor) else (a[key][name], b[key][name])
+                assert torch.equal(x, y), key
+
+
+@pytest.mark.parametrize("loader_cls", [EgoClipDataLoader, MultiScaleEgoClipDataLoader])
+def test_batches_are_bit_exact_for_any_worker_count_epoch_and_resumed_start(faulty, loader_cls):
+    """Augmentation, frame choice, scene negatives and lax replacements depend on (seed, epoch, index) only."""
+    def make(num_workers, persistent=False):
+        video_params = {"input_res": RES, "loading": "lax", "max_bad_fraction": 0.9,
+                        **({"scales": [1, 2]} if loader_cls is MultiScaleEgoClipDataLoader else {"num_frames": 2})}
+        return loader_cls(data_dir=faulty["data_dir"], meta_dir=faulty["meta_dir"], reader="pyav", seed=7,
+                          video_params=video_params, neg_param=4.0, batch_size=4, num_workers=num_workers,
+                          persistent_workers=persistent, temporal_pair_ratio=0.5, max_temporal_gap=4.0)
+
+    def epochs(loader, numbers):
+        """The batches of each epoch in ``numbers``; the loader (and its persistent workers, which ignore SIGTERM)
+        is released when this returns, before any assertion can keep it alive."""
+        return [list(loader) for number in numbers if loader.set_epoch(number) is None]
+
+    expected = epochs(make(0), (0, 1))
+    assert sum(b["num_replaced"] for b in expected[0]) > 0  # lax replacements are part of what must match
+    assert not torch.equal(*(torch.cat([b["meta"]["index"] for b in e]) for e in expected))
+    assert_same_batches(epochs(make(1), (1,))[0], expected[1])
+    for got, reference in zip(epochs(make(2, persistent=True), (0, 1)), expected):
+        assert_same_batches(got, reference)
+    # resuming epoch 1 at batch 2, as the trainer does: a new loader over the batch sampler minus its first batches
+    resumed = make(2)
+    resumed.set_epoch(1)
+    skipped = DataLoader(resumed.dataset, batch_sampler=SkipFirstBatches(resumed.batch_sampler, 2),
+                         collate_fn=resumed.collate_fn, num_workers=2)
+    assert_same_batches(list(skipped), expected[1][2:])
