@@ -10,7 +10,7 @@ import pytest
 
 from data_loader.video_reader import ChunkedVideoReader
 from utils import video_chunk, video_resize
-from utils.video_io import H264Writer, parse_shard, select_shard
+from utils.video_io import ColourTags, H264Writer, parse_shard, select_shard
 
 NTSC = Fraction(30000, 1001)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,3 +175,87 @@ def test_cli_help_and_bad_shard():
     assert "--shard INDEX/COUNT" in result.stdout and "--chunk-len" in result.stdout
     with pytest.raises(SystemExit):
         video_resize.main(["--input", "x", "--output", "y", "--shard", "2/2"])
+
+
+# ---------------------------------------------------------------- preprocessing: VFR sources and colour tags
+def test_resize_keeps_every_frame_of_a_vfr_source_on_its_nominal_grid(tmp_path):
+    """A 30 fps capture that dropped frames (average 26.5 fps): every source frame is kept, gaps hold the frame."""
+    dropped = {3, 7, 8, 20, 21, 22, 40}
+    kept = [k for k in range(60) if k not in dropped]
+    src, dst = tmp_path / "raw" / "phone.mp4", tmp_path / "resized" / "phone.mp4"
+    os.makedirs(src.parent)
+    with av.open(str(src), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 90000)
+        stream.options = {"crf": "10", "bf": "2", "g": "10", "threads": "1"}
+        for k in kept:
+            frame = av.VideoFrame.from_ndarray(coded_frame(k, 24, 32), format="rgb24")
+            frame.pts, frame.time_base = 3000 * k, Fraction(1, 90000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert video_resize.resize_video(str(src), str(dst), short_side=24, threads=1) == 60
+    with av.open(str(dst)) as container:
+        assert container.streams.video[0].average_rate == 30
+        codes = [code_of(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    assert codes == [max(k for k in kept if k <= n) for n in range(60)]
+    assert sorted(set(codes)) == kept
+
+
+def write_flat_yuv(path, yuv, colour: ColourTags, size=(48, 64), frames=4):
+    """Frames of one flat Y'CbCr colour, in a stream tagged with ``colour``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.height, stream.width = size
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": "4", "threads": "1"}
+        ctx = stream.codec_context
+        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
+            colour.range, colour.space, colour.primaries, colour.trc)
+        for k in range(frames):
+            frame = av.VideoFrame(size[1], size[0], "yuv420p")
+            for plane, value in zip(frame.planes, yuv):
+                plane.update(np.full(plane.buffer_size, value, np.uint8))
+            frame.pts, frame.color_range, frame.colorspace = k, colour.range, colour.space
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def decoded_rgb(path) -> tuple[ColourTags, np.ndarray]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return ColourTags.of(stream), next(container.decode(stream)).to_ndarray(format="rgb24")[4:-4, 4:-4]
+
+
+def true_rgb(yuv, colour: ColourTags) -> np.ndarray:
+    """RGB of a Y'CbCr triple by the standard equations for the tags' matrix (BT.709 or BT.601) and range."""
+    kr, kb = (0.2126, 0.0722) if colour.space == 1 else (0.299, 0.114)
+    y, cb, cr = (float(v) for v in yuv)
+    if colour.range == 2:
+        y, cb, cr = y, cb - 128, cr - 128
+    else:
+        y, cb, cr = (y - 16) * 255 / 219, (cb - 128) * 255 / 224, (cr - 128) * 255 / 224
+    r, b = y + 2 * (1 - kr) * cr, y + 2 * (1 - kb) * cb
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.array([r, g, b]), 0, 255)
+
+
+@pytest.mark.parametrize("colour", [ColourTags(range=2, space=1, primaries=1, trc=1),   # BT.709 full range
+                                    ColourTags(range=1, space=1, primaries=1, trc=1),   # BT.709 limited range
+                                    ColourTags(range=2, space=5, primaries=5, trc=6)])  # BT.601 full range
+def test_resize_and_chunking_keep_colour_tags_and_colours(tmp_path, colour):
+    src = tmp_path / "raw" / "v.mp4"
+    write_flat_yuv(src, (110, 190, 165), colour)
+    expected_rgb = true_rgb((110, 190, 165), colour)
+    tags, rgb = decoded_rgb(src)
+    assert tags == colour and np.abs(rgb.astype(int) - expected_rgb).max() <= 2
+    resized = tmp_path / "resized" / "v.mp4"
+    video_resize.resize_video(str(src), str(resized), short_side=24, threads=1)
+    video_chunk.chunk_video(str(resized), str(tmp_path / "chunks" / "v"), chunk_len=0.2, threads=1)
+    for path in (resized, tmp_path / "chunks" / "v" / "1.mp4"):
+        tags, out = decoded_rgb(path)
+        assert tags == colour
+        assert np.abs(out.astype(int) - expected_rgb).max() <= 3, path
+    for backend in ("decord", "pyav"):
+        frames = ChunkedVideoReader(str(tmp_path / "chunks"), chunk_len=0.2, backend=backend).read_frames("v", [0.25])
+        assert np.abs(frames[0, 4:-4, 4:-4].numpy().astype(int) - expected_rgb).max() <= 3, backend

@@ -5,7 +5,8 @@
 
 ``<video_uid>`` is the file name without extension. Chunk ``k`` holds the frames whose start time
 lies in ``[k * chunk_len, (k + 1) * chunk_len)`` (the layout :class:`data_loader.video_reader.
-ChunkedVideoReader` reads), re-encoded so every cut is frame-exact. A video's chunks are written to
+ChunkedVideoReader` reads), re-encoded (at the input's nominal rate, colour tags kept) so every cut is
+frame-exact. A video's chunks are written to
 a temporary folder renamed to ``<video_uid>/`` when all are done; existing complete folders are
 skipped, so a re-run after a crash resumes.
 """
@@ -21,7 +22,7 @@ import sys
 import av
 
 from utils.egoclip_format import chunk_of_frame
-from utils.video_io import (H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
+from utils.video_io import (ColourTags, H264Writer, add_batch_arguments, atomic_dir, encoder_threads, find_videos,
                             frame_rate, is_complete_video, iter_cfr_frames, job_status, run_batch_tool,
                             run_jobs, select_shard)
 
@@ -45,7 +46,7 @@ def chunk_video(src: str, out_dir: str, chunk_len: float = 600.0, crf: int = 23,
         with atomic_dir(out_dir) as tmp:
             for chunk, group in itertools.groupby(frames, key=lambda item: chunk_of(item[0])):
                 with H264Writer(os.path.join(tmp, f"{chunk}.mp4"), fps, width, height, crf, preset,
-                                threads=threads) as writer:
+                                threads=threads, colour=ColourTags.of(stream)) as writer:
                     for _, frame in group:
                         writer.write(frame)
                 frames_per_chunk.append(writer.num_frames)

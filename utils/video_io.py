@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -54,22 +55,46 @@ def atomic_dir(final_dir: str) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class ColourTags:
+    """A video stream's colour description (FFmpeg enum values): ``range`` (1 limited/tv, 2 full/pc),
+    ``space`` (YUV matrix, e.g. 1 BT.709, 5/6 BT.601), ``primaries`` and ``trc`` (transfer); 0/2 = unspecified."""
+
+    range: int
+    space: int
+    primaries: int
+    trc: int
+
+    @classmethod
+    def of(cls, stream: av.video.stream.VideoStream) -> "ColourTags":
+        ctx = stream.codec_context
+        return cls(int(ctx.color_range), int(ctx.colorspace), int(ctx.color_primaries), int(ctx.color_trc))
+
+
 class H264Writer:
     """Writes RGB uint8 ``[H, W, 3]`` frames (or PyAV frames) to an H.264/yuv420p mp4 at constant ``fps``.
 
     ``height``/``width`` must be even. ``gop``: keyframe interval in frames (None: x264 default).
-    ``threads``: x264 threads (0 = auto).
+    ``threads``: x264 threads (0 = auto). ``colour``: the output's colour tags, e.g. the source's
+    (:meth:`ColourTags.of`): PyAV frames are then scaled without any change of YUV matrix or range and the
+    stream is tagged with them, so players convert to RGB exactly as for the source (untagged output
+    is read as BT.601 limited range, which shifts the colours of BT.709 or full-range sources); RGB
+    arrays are converted with that matrix and range. None: untagged, frames converted with defaults.
     """
 
     def __init__(self, path: str, fps: float | Fraction, width: int, height: int, crf: int = 23,
-                 preset: str = "veryfast", gop: int | None = None, threads: int = 0):
+                 preset: str = "veryfast", gop: int | None = None, threads: int = 0, colour: ColourTags | None = None):
         if width % 2 or height % 2:
             raise ValueError(f"H.264/yuv420p needs even frame dimensions, got {width}x{height} for {path}")
-        self.width, self.height = width, height
+        self.width, self.height, self.colour = width, height, colour
         self._rate = Fraction(fps).limit_denominator(100000)
         self._container = av.open(path, mode="w", format="mp4")
         self._stream = self._container.add_stream("libx264", rate=self._rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        if colour is not None:
+            ctx = self._stream.codec_context
+            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
+                colour.range, colour.space, colour.primaries, colour.trc)
         options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
         if gop is not None:
             options["g"] = str(gop)
@@ -78,11 +103,18 @@ class H264Writer:
 
     def write(self, frame: np.ndarray | av.VideoFrame) -> None:
         """Append one frame (scaled to the writer's size if it is a PyAV frame of another size)."""
+        colour = self.colour
         if isinstance(frame, np.ndarray):
             out = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        else:
+            if colour is not None:
+                out = out.reformat(format="yuv420p", dst_colorspace=colour.space, dst_color_range=colour.range)
+        elif colour is None:
             out = frame.reformat(width=self.width, height=self.height, format="yuv420p",
                                  interpolation="BICUBIC")
+        else:
+            out = frame.reformat(width=self.width, height=self.height, format="yuv420p", interpolation="BICUBIC",
+                                 src_colorspace=frame.colorspace, dst_colorspace=colour.space,
+                                 src_color_range=frame.color_range, dst_color_range=colour.range)
         out.pts = self.num_frames
         out.time_base = 1 / self._rate
         self._container.mux(self._stream.encode(out))
@@ -104,8 +136,14 @@ class H264Writer:
 
 
 def frame_rate(stream: av.video.stream.VideoStream, path: str) -> Fraction:
-    """Average frame rate of ``stream`` (guessed rate as fallback); raises ValueError naming ``path``."""
-    rate = stream.average_rate or stream.guessed_rate
+    """Nominal frame rate of ``stream``: the rate of its timestamp grid (FFmpeg's guessed rate, from
+    ``r_frame_rate``), the average rate as fallback; raises ValueError naming ``path``.
+
+    For a constant-rate stream both are equal. A variable-rate one whose frames sit on a grid with gaps
+    (dropped or held frames) keeps every frame when resampled at the grid's rate, where its lower average
+    rate would drop frames; for irregular timestamps FFmpeg's guess is the average rate itself.
+    """
+    rate = stream.guessed_rate or stream.average_rate
     if not rate or rate <= 0:
         raise ValueError(f"{path}: video stream has no frame rate")
     return Fraction(rate)

@@ -4,7 +4,8 @@
         [--workers 4] [--shard INDEX/COUNT]
 
 Walks ``--input``; writes ``--output/<same relative path>.mp4`` (H.264, constant frame rate at the
-input's average rate, audio dropped). Outputs that already exist and decode are skipped, so a
+input's nominal rate, so a variable-rate input keeps every frame that lies on its grid; colour range,
+matrix, primaries and transfer of the input kept; audio dropped). Outputs that already exist and decode are skipped, so a
 re-run after a crash resumes; each file is written under a temporary name and renamed when done.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 import av
 
-from utils.video_io import (H264Writer, add_batch_arguments, atomic_file, encoder_threads, find_videos,
+from utils.video_io import (ColourTags, H264Writer, add_batch_arguments, atomic_file, encoder_threads, find_videos,
                             frame_rate, is_complete_video, iter_cfr_frames, job_status, run_batch_tool,
                             run_jobs, select_shard)
 
@@ -37,7 +38,8 @@ def resize_video(src: str, dst: str, short_side: int = 256, crf: int = 23, prese
         stream.thread_type = "AUTO"
         fps = frame_rate(stream, src)
         width, height = resized_dimensions(stream.codec_context.width, stream.codec_context.height, short_side)
-        with atomic_file(dst) as tmp, H264Writer(tmp, fps, width, height, crf, preset, threads=threads) as writer:
+        with atomic_file(dst) as tmp, H264Writer(tmp, fps, width, height, crf, preset, threads=threads,
+                                                 colour=ColourTags.of(stream)) as writer:
             for _, frame in iter_cfr_frames(container, stream, fps):
                 writer.write(frame)
     if writer.num_frames == 0:
