@@ -9,8 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.launch import evaluate  # noqa: E402
-from utils.config import ConfigParser  # noqa: E402
+from trainer.launch import evaluate, run_script  # noqa: E402
 
 if __name__ == "__main__":
-    evaluate(ConfigParser.from_args(description=__doc__, purpose="eval"))
+    run_script(evaluate, __doc__, purpose="eval")

@@ -5,13 +5,13 @@
 Prints inter-video and intra-video accuracy (and per-scale accuracy for multi-scale models) and writes
 them to <run dir>/egomcq_results.json.
 """
+import functools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.launch import evaluate  # noqa: E402
-from utils.config import ConfigParser  # noqa: E402
+from trainer.launch import evaluate, run_script  # noqa: E402
 
 if __name__ == "__main__":
-    evaluate(ConfigParser.from_args(description=__doc__, purpose="eval"), results_name="egomcq_results.json")
+    run_script(functools.partial(evaluate, results_name="egomcq_results.json"), __doc__, purpose="eval")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.launch import train  # noqa: E402
-from utils.config import ConfigParser  # noqa: E402
+from trainer.launch import run_script, train  # noqa: E402
 
 if __name__ == "__main__":
-    train(ConfigParser.from_args(description=__doc__))
+    run_script(train, __doc__)

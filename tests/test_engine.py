@@ -159,8 +159,8 @@ def test_two_processes_with_batch_4_equal_one_process_with_batch_8(tmp_path):
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(config))
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
-         "--rdzv-endpoint", "localhost:0", str(ROOT / "run" / "train.py"), "-c", str(path), "-d", "cpu",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         str(ROOT / "run" / "train.py"), "-c", str(path), "-d", "cpu",
          "--run-id", "ddp"], capture_output=True, text=True, timeout=300, cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -48,6 +49,31 @@ def test_a_failing_run_with_live_workers_exits_promptly(tiny_synthetic, tmp_path
     assert result.returncode != 0 and seconds < EXIT_BOUND_S
     expected = "max_bad_fraction" if loading == "lax" else str(data / "videos")
     assert expected in result.stderr
+
+
+def test_an_evaluation_failure_with_persistent_training_workers_exits_promptly(tiny_synthetic, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic, data)
+    mcq = json.loads((data / "meta" / "egomcq.json").read_text())
+    for uid in {clip["video_uid"] for item in mcq.values() for clip in item["choices"].values()}:
+        for chunk in (data / "videos" / uid).glob("*.mp4"):
+            chunk.write_bytes(b"not a video")
+    config = tiny_config(data, tmp_path / "saved", valid=True)
+    config["trainer"].update(monitor="max inter_video_acc", epochs=1)
+    config["data_loader"]["args"].update(num_workers=1, persistent_workers=True)
+    result, seconds = run_script("train_multiscale_egoclip.py", config, tmp_path)
+    assert result.returncode == 1 and seconds < EXIT_BOUND_S
+    assert "egomcq.json item 0 choice 0" in result.stderr
+
+
+def test_a_finished_run_with_persistent_workers_exits(tiny_synthetic, tmp_path):
+    config = tiny_config(tiny_synthetic, tmp_path / "saved", valid=True)
+    config["trainer"].update(monitor="max inter_video_acc")
+    for section in ("data_loader", "valid_data_loader"):
+        config[section]["args"].update(num_workers=1, persistent_workers=True)
+    result, seconds = run_script("train_multiscale_egoclip.py", config, tmp_path, "--run-id", "done")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_training_checkpoint(tmp_path / "saved" / "tiny" / "done" / "latest.pth")["epoch"] == 2
 
 
 def test_job_wide_sigterm_during_evaluation_saves_and_exits(tmp_path):
@@ -170,11 +196,11 @@ def test_an_out_of_range_value_is_one_line_from_the_run_script(tmp_path):
         f"error: {tmp_path / 'fault.json'}: 'trainer.val_every' must be >= 1, got 0"]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers, persistent", [(1, False), (2, False), (2, True)])
 def test_interrupted_and_resumed_run_equals_uninterrupted_with_workers(tiny_synthetic, tmp_path, monkeypatch,
-                                                                        workers):
+                                                                        workers, persistent):
     config = tiny_config(tiny_synthetic, tmp_path)
-    config["data_loader"]["args"]["num_workers"] = workers
+    config["data_loader"]["args"].update(num_workers=workers, persistent_workers=persistent)
     parser = ConfigParser(copy.deepcopy(config), source="test.json", device="cpu", run_id="full")
     launch.train(parser)
     full = load_training_checkpoint(parser.run_dir / "latest.pth")
@@ -199,3 +225,26 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_with_workers(tiny_synt
     assert final["global_step"] == full["global_step"]
     for key, value in full["state_dict"].items():
         assert torch.equal(final["state_dict"][key], value), key
+
+
+def test_replaced_clips_are_counted_per_epoch_and_in_total(tiny_synthetic, tmp_path, caplog):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic, data)
+    broken = data / "videos" / pd.read_csv(data / "meta" / "egoclip.csv", sep="\t")["video_uid"][0]
+    for chunk in broken.glob("*.mp4"):
+        chunk.write_bytes(b"not a video")
+    config = tiny_config(data, tmp_path / "saved")
+    config["data_loader"]["args"]["video_params"].update(loading="lax", max_bad_fraction=0.9)
+    config["data_loader"]["args"]["num_workers"] = 1
+    parser = ConfigParser(config, source="lax.json", device="cpu", run_id="lax")
+    launch.train(parser)
+    from tests.test_engine import scalars
+    logged = scalars(parser.run_dir / "tensorboard")
+    per_step, per_epoch = logged["data/replaced_clips"], logged["data/replaced_clips_epoch"]
+    steps = len(per_step) // 2
+    assert per_epoch == [sum(per_step[:steps]), sum(per_step[steps:])] and sum(per_epoch) > 0
+    assert logged["data/replaced_clips_total"] == [per_epoch[0], sum(per_epoch)]
+    assert load_training_checkpoint(parser.run_dir / "latest.pth")["hooks"][0] == {"total": sum(per_epoch)}
+    log = (parser.run_dir / "train.log").read_text()
+    assert f"epoch 1: {int(per_epoch[0])} training clips replaced after read errors" in log
+    assert "egoclip.csv row" in log and broken.name in log

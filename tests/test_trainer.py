@@ -4,7 +4,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,12 +53,6 @@ def tiny_config(root: Path, save_dir: Path, multiscale: bool = True, valid: bool
         config["valid_data_loader"] = {"type": loader_type,
                                        "args": {**loader, "split": "val", "batch_size": 4, "shuffle": False}}
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_training(config: dict, trainer_cls=MultiScale_Trainer_dist, resume=None):
@@ -158,7 +151,7 @@ def test_two_process_gloo_training_and_validation(synthetic, tmp_path):
     path.write_text(json.dumps(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
          str(ROOT / "run" / "train_multiscale_egoclip.py"), "-c", str(path), "-d", "cpu", "--run-id", "ddp"],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

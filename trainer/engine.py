@@ -226,6 +226,8 @@ class Engine:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            # persistent workers ignore SIGTERM, so the interpreter's exit handler could not stop them
+            _shutdown(getattr(loader, "_iterator", None) for loader in self.train_loaders)
             if self.writer is not None:
                 self.writer.flush()
         return self.last_metrics
@@ -287,9 +289,11 @@ class Engine:
                     self.save_checkpoint(["latest.pth"])
                     raise self._interrupted()
                 wait_start = time.perf_counter()
+        except BaseException:
+            _shutdown(iterators)  # persistent workers stay up between epochs, but not after a failure
+            raise
         finally:
             bar.close()
-            _shutdown(iterators)
 
     def train_step(self, batch):
         """Forward, loss, backward and (at the accumulation boundary) an optimizer step.

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import math
 
+import torch
+
+from utils import distributed
 from utils.registry import HOOKS
 
 logger = logging.getLogger(__name__)
@@ -117,10 +120,41 @@ class Evaluate(Hook):
         self.best, self.evaluated_epoch = state.get("best"), state.get("evaluated_epoch", 0)
 
 
+@HOOKS.register()
+class ReplacedClipsReport(Hook):
+    """How many training clips were replaced after read errors, per epoch and in the whole run, over every
+    DataLoader worker and rank: TensorBoard ``data/replaced_clips_epoch`` / ``data/replaced_clips_total`` and a
+    warning naming some of the failed rows. The task counts them in ``replaced_clips`` and ``replaced_rows``."""
+
+    def __init__(self):
+        self.total = 0
+
+    def after_step(self, engine) -> None:
+        if engine.batch_in_epoch != engine.steps_per_epoch:
+            return
+        task = engine.task  # the last step of the epoch, before latest.pth is written
+        count = int(distributed.all_reduce_sum(torch.tensor([float(task.replaced_clips)])).item())
+        self.total += count
+        engine.scalar("data/replaced_clips_epoch", count)
+        engine.scalar("data/replaced_clips_total", self.total)
+        if count:
+            logger.warning("epoch %d: %d training clips replaced after read errors (%d in this run); e.g. %s",
+                           engine.epoch, count, self.total, "; ".join(task.replaced_rows[:3]) or "(other ranks)")
+        task.replaced_clips, task.replaced_rows = 0, []
+
+    def state_dict(self) -> dict:
+        return {"total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total = state.get("total", 0)
+
+
 def build_hooks(config, task) -> list[Hook]:
-    """The config's ``hooks``; an :class:`Evaluate` hook from the ``trainer`` options (``val_every``,
-    ``init_val``, ``monitor``) is added when the task has validation loaders and the config lists none."""
+    """The config's ``hooks``, then the task's ``default_hooks()`` of types the config does not list; an
+    :class:`Evaluate` hook from the ``trainer`` options (``val_every``, ``init_val``, ``monitor``) is added when
+    the task has validation loaders and no Evaluate hook is listed."""
     hooks = config.init_all("hooks")
+    hooks += [hook for hook in task.default_hooks() if not any(type(h) is type(hook) for h in hooks)]
     if task.loaders("val") and not any(isinstance(hook, Evaluate) for hook in hooks):
         options = config.trainer_options
         hooks.append(Evaluate(every_epochs=options.val_every, at_start=options.init_val, monitor=options.monitor))

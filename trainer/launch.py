@@ -5,7 +5,9 @@ import contextlib
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
+from typing import Callable
 
 from model.checkpoint import summarise_keys
 from trainer.engine import Engine, TrainingInterrupted
@@ -123,6 +125,21 @@ def format_results(results: dict, warnings=()) -> str:
         unit = " %" if key.endswith("_acc") else ""
         lines.append(f"  {key:<28} {results[key]:7.2f}{unit}" + (f"   ({count} questions)" if count else ""))
     return "\n".join(lines)
+
+
+def run_script(action: Callable[[ConfigParser], object], description: str, purpose: str = "train") -> None:
+    """What a ``run/`` script does: parse the command line into a config (a bad config: one line, exit 2), run
+    ``action(config)``, and exit (0, or 1 after printing the traceback) in a way that is safe under torchrun."""
+    config = ConfigParser.from_args(description=description, purpose=purpose)
+    try:
+        action(config)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: B036  (printed like an uncaught exception, then a clean exit code)
+        traceback.print_exc()
+        code = 1
+    distributed.exit_process(code)
 
 
 def write_json(path, obj) -> None:

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from model.checkpoint import torch_load
+
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
@@ -45,7 +47,7 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     hint = ("to start training from other weights (e.g. EgoVLP's egovlp.pth) set arch.args.load_checkpoint; "
             "-r/--resume continues one of this project's runs")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch_load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as err:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+_joined_process_group = False  # whether this process called init_process_group
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
 
 def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
     """Join the process group torchrun describes (nccl on CUDA, gloo on CPU), or run alone."""
+    global _joined_process_group
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -58,6 +61,7 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
                                 timeout=timedelta(minutes=timeout_minutes),
                                 device_id=dev if dev.type == "cuda" else None)
+        _joined_process_group = True
         logger.info("joined process group: rank %d/%d (local %d), backend %s, device %s",
                     rank, world_size, local_rank, backend, dev)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
@@ -112,6 +116,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def any_rank(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on any rank (``flag`` itself when not distributed)."""
     return bool(all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
+
+
+def exit_process(code: int) -> None:
+    """End this process with ``code``. After a process group was joined, end it at once (logs and output flushed)
+    rather than through interpreter shutdown: gloo's worker threads, kept alive by DDP's reference to the group,
+    can abort a normal shutdown with ``terminate called without an active exception``."""
+    if not _joined_process_group:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cleanup(failed: bool = False) -> None:

@@ -95,6 +95,10 @@ class Task(nn.Module):
         """The outputs the evaluators' ``process(batch, outputs)`` need."""
         raise TypeError(f"{type(self).__name__} has no evaluation step")
 
+    def default_hooks(self) -> list:
+        """Hooks this task needs besides the config's (a config entry of the same type replaces one)."""
+        return []
+
     def optimizer_groups(self, base_lr: float, weight_decay: float, options) -> dict[str, list[dict]]:
         """Parameter groups per optimizer name; one optimizer (``'main'``) over the model by default."""
         return {"main": build_param_groups(self.model, base_lr, weight_decay, options)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer.hooks import ReplacedClipsReport
 from trainer.tasks.base import StepContext, StepOutput, Task
 from utils.registry import TASKS
 
@@ -57,7 +58,8 @@ class EgoClipPretraining(Task):
 
     Step logs: ``loss/egonce``, ``loss/temporal``, ``schedule/temperature``, ``schedule/lambda``,
     ``data/num_pairs``, ``fusion/weight_s{S}`` (multi-scale: mean fusion weight of each scale) and
-    ``data/replaced_clips`` (clips replaced after a read error, when the loader reports them).
+    ``data/replaced_clips`` (clips of this process's batch replaced after a read error; per-epoch and run totals
+    over all ranks come from :class:`trainer.hooks.ReplacedClipsReport`).
     """
 
     consistent_keys = (
@@ -66,6 +68,14 @@ class EgoClipPretraining(Task):
          "valid_data_loader.args.video_params.input_res"),
     )
     default_evaluators = ("EgoMCQ",)
+
+    def __init__(self, model, objective=None):
+        super().__init__(model, objective)
+        self.replaced_clips = 0  # this process's clips replaced after read errors in this epoch
+        self.replaced_rows: list[str] = []  # the failed rows, for the epoch's report (a few are kept)
+
+    def default_hooks(self) -> list:
+        return [ReplacedClipsReport()]
 
     def _model_inputs(self, batch: dict, device) -> dict:
         inputs = {"text": self.model.tokenize(batch["text"], device=device),
@@ -95,7 +105,9 @@ class EgoClipPretraining(Task):
             scales = self.model.scales
             weights = outputs["fusion_weights"].detach().float().reshape(-1, len(scales)).mean(0)
             logs.update({f"fusion/weight_s{s}": weights[i] for i, s in enumerate(scales)})
-        if "num_replaced" in batch:
+        if "num_replaced" in batch:  # lax loading: clips replaced after a read error, this process's batch
+            self.replaced_clips += batch["num_replaced"]
+            self.replaced_rows = (self.replaced_rows + list(batch["replaced_rows"]))[:10]
             logs["data/replaced_clips"] = batch["num_replaced"]
         return StepOutput(loss=loss, num_samples=num_samples, logs=logs)
 
