@@ -248,3 +248,11 @@ def test_replaced_clips_are_counted_per_epoch_and_in_total(tiny_synthetic, tmp_p
     log = (parser.run_dir / "train.log").read_text()
     assert f"epoch 1: {int(per_epoch[0])} training clips replaced after read errors" in log
     assert "egoclip.csv row" in log and broken.name in log
+
+
+def test_resuming_from_a_truncated_checkpoint_names_it(tmp_path):
+    run_dir, _ = train(tiny_task_config(tmp_path, epochs=1, monitor="off"), run_id="run")
+    latest = run_dir / "latest.pth"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match=f"{latest}: checkpoint file is truncated or corrupt \\(1000 bytes\\)"):
+        train(tiny_task_config(tmp_path, epochs=2, monitor="off"), resume=str(latest), run_id="resumed")
