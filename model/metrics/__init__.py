@@ -1,0 +1,1 @@
+"""Metrics shared by tasks: pure functions on score/label arrays (no task, model or data imports)."""
