@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
 from model.schedulers import CosineTemperatureScheduler
+from model.losses.ranking import AdaptiveMaxMarginRankingLoss, MaxMarginRankingLoss  # noqa: F401
 from model.temporal_loss import TemporalConsistencyLoss
 from utils.config import ArgsOf
 from utils.registry import LOSSES
@@ -52,6 +53,7 @@ def multi_positive_nce(sim, positives, temperature):
     return -text_to_video.mean() - video_to_text.mean()
 
 
+@LOSSES.register()
 class NormSoftmaxLoss(nn.Module):
     """Symmetric InfoNCE over a [N, N] cosine-similarity matrix (EgoVLP's NormSoftmaxLoss)."""
 

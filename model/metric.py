@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from model.metrics.classification import charades_map, topk_accuracy  # noqa: F401  (EgoVLP-style names)
+from model.metrics.retrieval import ek100_mir_metrics  # noqa: F401
 
 TYPE_NAMES = {1: "inter_video", 2: "intra_video"}
 

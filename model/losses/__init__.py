@@ -1,0 +1,1 @@
+"""Loss functions shared by tasks (no task, model or data imports)."""
