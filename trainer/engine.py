@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from data_loader.worker_signals import PREEMPTION_SIGNALS, start_iterator
 from trainer.evaluation import EvaluationInterrupted, evaluate_task, format_metrics
-from trainer.hooks import build_hooks
+from trainer.hooks import build_hooks, hook_keys
 from trainer.state import (capture_all_ranks_rng, load_training_checkpoint, remove_stale_temporaries, restore_rng,
                            resumed_epoch_loader, save_atomic)
 from trainer.tasks.base import StepContext
@@ -145,7 +145,7 @@ class Engine:
             "optimizers": optimizers,
             "lr_scheduler": {name: s.state_dict() for name, s in self.lr_schedulers.items()} or None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "hooks": [hook.state_dict() for hook in self.hooks],
+            "hooks": {key: hook.state_dict() for key, hook in zip(hook_keys(self.hooks), self.hooks)},
             "rng": capture_all_ranks_rng(self.dist),
             "world_size": self.dist.world_size,
             "config": self.config.config,
@@ -176,8 +176,13 @@ class Engine:
                 scheduler.load_state_dict(saved_schedules[name])
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        for hook, hook_state in zip(self.hooks, ckpt.get("hooks") or []):
-            hook.load_state_dict(hook_state)
+        saved_hooks = ckpt.get("hooks") or {}
+        for key, hook in zip(hook_keys(self.hooks), self.hooks):
+            if key in saved_hooks:
+                hook.load_state_dict(saved_hooks[key])
+        unused = sorted(set(saved_hooks) - set(hook_keys(self.hooks)))
+        if unused:
+            logger.warning("%s holds state of hooks this run does not have: %s", path, unused)
         self.epoch, self.batch_in_epoch = ckpt["epoch"], ckpt["batch_in_epoch"]
         self.global_step, self.micro_step = ckpt["global_step"], ckpt["micro_step"]
         if ckpt["world_size"] == self.dist.world_size:

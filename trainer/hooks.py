@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Annotated
 
 import torch
 
 from utils import distributed
+from utils.config_schema import Bounds
+from utils.curves import plot_run
 from utils.registry import HOOKS
 
 logger = logging.getLogger(__name__)
@@ -149,6 +152,44 @@ class ReplacedClipsReport(Hook):
         self.total = state.get("total", 0)
 
 
+@HOOKS.register()
+class LearningCurves(Hook):
+    """Draws every logged scalar (losses, schedules, validation metrics) to ``run_dir/curves.png`` on rank 0,
+    every ``every_epochs`` epochs (after that epoch's evaluation) and when training ends."""
+
+    def __init__(self, every_epochs: Annotated[int, Bounds(1)] = 1):
+        self.every_epochs = every_epochs
+
+    def _draw(self, engine) -> None:
+        if engine.writer is None:
+            return
+        engine.writer.flush()
+        try:
+            path = plot_run(engine.run_dir)
+        except Exception as err:  # a picture must never end a training run
+            logger.warning("learning curves not drawn: %s", err)
+            return
+        logger.info("learning curves: %s", path)
+
+    def after_epoch(self, engine) -> None:
+        if engine.epoch % self.every_epochs == 0:
+            self._draw(engine)
+
+    def after_train(self, engine) -> None:
+        self._draw(engine)
+
+
+def hook_keys(hooks) -> list[str]:
+    """Checkpoint keys of ``hooks``: the type name, with ``#2``, ``#3`` ... for a repeated type."""
+    seen: dict[str, int] = {}
+    keys = []
+    for hook in hooks:
+        name = type(hook).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
+
+
 def build_hooks(config, task) -> list[Hook]:
     """The config's ``hooks``, then the task's ``default_hooks()`` of types the config does not list; an
     :class:`Evaluate` hook from the ``trainer`` options (``val_every``, ``init_val``, ``monitor``) is added when
@@ -158,4 +199,6 @@ def build_hooks(config, task) -> list[Hook]:
     if task.loaders("val") and not any(isinstance(hook, Evaluate) for hook in hooks):
         options = config.trainer_options
         hooks.append(Evaluate(every_epochs=options.val_every, at_start=options.init_val, monitor=options.monitor))
+    if not any(isinstance(hook, LearningCurves) for hook in hooks):
+        hooks.append(LearningCurves())
     return hooks
