@@ -22,8 +22,9 @@ def test_scalars_round_trip_and_a_repeated_step_keeps_its_last_value(tmp_path):
 def test_tags_are_grouped_by_prefix_and_perf_is_left_out():
     tags = ["loss/total", "loss/scale4/egonce", "schedule/temperature", "val/inter_video_acc", "perf/samples_per_s",
             "lonely"]
-    assert group_tags(tags) == {"loss": ["loss/total", "loss/scale4/egonce"], "schedule": ["schedule/temperature"],
-                                "val": ["val/inter_video_acc"], "other": ["lonely"]}
+    assert group_tags(tags + ["schedule/lr_decay"]) == {
+        "loss": ["loss/total", "loss/scale4/egonce"], "schedule": ["schedule/temperature"],
+        "val": ["val/inter_video_acc"], "other": ["lonely"], "learning rate": ["schedule/lr_decay"]}
 
 
 def test_plot_run_writes_a_png(tmp_path):
@@ -36,5 +37,8 @@ def test_plot_run_writes_a_png(tmp_path):
 
 def test_nothing_to_plot_is_an_error_naming_the_output(tmp_path):
     (tmp_path / "tensorboard").mkdir()
-    with pytest.raises(ValueError, match="no scalars to plot for .*curves.png"):
+    with pytest.raises(ValueError, match="no changing scalars to plot for .*curves.png"):
+        plot_run(tmp_path)
+    _log(tmp_path, [("data/replaced", step, 0.0) for step in range(5)])      # constant: listed, not drawn
+    with pytest.raises(ValueError, match="no changing scalars"):
         plot_run(tmp_path)

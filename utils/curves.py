@@ -4,7 +4,8 @@
 
 Scalars are read back from the run's TensorBoard event files, so the picture covers everything the run
 logged (a run resumed into the same folder included). Tags are grouped by their first path component
-(``loss/``, ``schedule/``, ``val/``, ...); ``perf/`` is left out. Validation tags are drawn with markers.
+(``loss/``, ``schedule/``, ``val/``, ...); learning rates get a panel of their own (log scale); ``perf/`` is
+left out, and a series that never changes is listed under the figure instead of drawn.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 SKIPPED_GROUPS = ("perf",)
+LR_GROUP = "learning rate"
 
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -31,10 +33,13 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
 
 
 def group_tags(tags) -> dict[str, list[str]]:
-    """Tags by their first path component (``'loss/total'`` → ``'loss'``; a tag without ``/`` → ``'other'``)."""
+    """Tags by their first path component (``'loss/total'`` → ``'loss'``; a tag without ``/`` → ``'other'``;
+    ``'schedule/lr_*'`` → ``'learning rate'``)."""
     groups: dict[str, list[str]] = defaultdict(list)
     for tag in tags:
         group = tag.split("/", 1)[0] if "/" in tag else "other"
+        if tag.startswith("schedule/lr"):
+            group = LR_GROUP
         if group not in SKIPPED_GROUPS:
             groups[group].append(tag)
     return dict(groups)
@@ -46,9 +51,11 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | os.PathL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group_tags(scalars)
+    constant = {tag: points[0][1] for tag, points in scalars.items()
+                if len(points) > 1 and all(value == points[0][1] for _, value in points)}
+    groups = group_tags(tag for tag in scalars if tag not in constant)
     if not groups:
-        raise ValueError(f"no scalars to plot for {out}")
+        raise ValueError(f"no changing scalars to plot for {out}")
     columns = min(3, len(groups))
     rows = -(-len(groups) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.6 * rows), squeeze=False)
@@ -58,6 +65,8 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | os.PathL
             style = {"marker": "o"} if len(steps) < 30 else {}
             axis.plot(steps, values, label=tag.split("/", 1)[-1], linewidth=1.2, **style)
         axis.set_title(group)
+        if group == LR_GROUP:
+            axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=1 + len(tags) // 8)
@@ -65,7 +74,11 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | os.PathL
         axis.set_visible(False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    shown_constants = {tag: value for tag, value in constant.items() if group_tags([tag])}
+    if shown_constants:
+        figure.text(0.01, 0.005, "constant: " + ", ".join(f"{t} = {v:.4g}" for t, v in shown_constants.items()),
+                    fontsize=7)
+    figure.tight_layout(rect=(0, 0.03 if shown_constants else 0, 1, 1))
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp.png")
     figure.savefig(tmp, dpi=110)
