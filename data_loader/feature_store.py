@@ -51,7 +51,23 @@ class FeatureStoreKeyError(KeyError):
         return str(self.args[0])
 
 
-class H5FeatureStore:
+class _KeyedStore:
+    """What both backends share: the key list (``_keys``), membership and ``store[key]`` = every row."""
+
+    _keys: list[str]
+    _key_set: set[str]
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._key_set
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.read(key)
+
+
+class H5FeatureStore(_KeyedStore):
     """Features in one HDF5 file, one float dataset ``[T, D]`` per key.
 
     Args:
@@ -77,12 +93,6 @@ class H5FeatureStore:
     def __getstate__(self):
         return {**self.__dict__, "_file": None, "_pid": None}
 
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._key_set
-
     def _dataset(self, key: str):
         if key not in self._key_set:
             raise FeatureStoreKeyError(f"feature store {self.path} has no key '{key}'")
@@ -95,11 +105,8 @@ class H5FeatureStore:
         """Rows ``[start, stop)`` of ``key`` as float32 ``[rows, D]`` (only those rows are read from disk)."""
         return np.asarray(self._dataset(key)[start:stop], dtype=np.float32)
 
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.read(key)
 
-
-class FolderFeatureStore:
+class FolderFeatureStore(_KeyedStore):
     """Features as one file per key in ``root``: ``<key>.pt`` (a tensor) or ``<key>.npy``.
 
     ``.npy`` files are memory-mapped, so ``read`` of a few rows does not load the whole array; a ``.pt`` file is
@@ -114,12 +121,6 @@ class FolderFeatureStore:
             raise FileNotFoundError(f"feature folder {self.root} does not exist")
         self._keys = sorted(p.name[:-len(suffix)] for p in self.root.iterdir() if p.name.endswith(suffix))
         self._key_set = set(self._keys)
-
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._key_set
 
     def _load(self, key: str):
         if key not in self._key_set:
@@ -142,9 +143,6 @@ class FolderFeatureStore:
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         return np.asarray(self._load(key)[start:stop], dtype=np.float32)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.read(key)
 
 
 def open_feature_store(path: str | os.PathLike, suffix: str = ".pt") -> FeatureStore:
