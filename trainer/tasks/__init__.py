@@ -1,5 +1,6 @@
 """Tasks: a model, its objective, its data and its evaluators behind one ``training_step`` (``TASKS``)."""
 from trainer.tasks.base import StepContext, StepOutput, Task
 from trainer.tasks.egoclip import EgoClipPretraining
+from trainer.tasks.retrieval import VideoTextRetrieval  # noqa: F401
 
 __all__ = ["Task", "StepOutput", "StepContext", "EgoClipPretraining"]

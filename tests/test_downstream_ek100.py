@@ -1,0 +1,243 @@
+"""EK-100 MIR: synthetic set in the real formats, annotation checks, dataset items, the evaluator on 1 and 2
+gloo ranks, and the retrieval task through the engine."""
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from data_loader.ek100_mir import EK100MIR, AnnotationError, EK100MIRDataLoader, load_annotations, load_relevancy
+from data_loader.samplers import EpochIndex
+from data_loader.video_backends import VideoReadError
+from model.metric import ek100_mir_metrics
+from tests.gloo_ranks import run_ranks
+from trainer import launch
+from trainer.evaluation import evaluate_loader
+from trainer.evaluators.ek100_mir import EK100MIRRetrieval, dual_softmax_similarity
+from trainer.tasks.base import StepContext
+from trainer.tasks.retrieval import model_video_input
+from utils.config import ConfigParser
+from utils.config_files import load_config_file
+from utils.synthetic_downstream import EK100_COLUMNS, generate_ek100
+
+RES = 32
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ek100(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ek100")
+    generate_ek100(str(root), seed=0, num_train_videos=2, num_test_videos=2, clips_per_video=(4, 5),
+                   clip_duration=(1.6, 2.4), fps=10, frame_size=RES)
+    return {"root": root, "meta_dir": str(root / "annotations"), "data_dir": str(root / "videos")}
+
+
+def copy_set(ek100, tmp_path):
+    target = tmp_path / "ek"
+    shutil.copytree(ek100["root"], target)
+    return {"root": target, "meta_dir": str(target / "annotations"), "data_dir": str(target / "videos")}
+
+
+def test_synthetic_files_have_the_real_formats(ek100):
+    meta = ek100["meta_dir"]
+    test = pd.read_csv(os.path.join(meta, "EPIC_100_retrieval_test.csv"))
+    assert tuple(test.columns) == EK100_COLUMNS
+    train_sentences = pd.read_csv(os.path.join(meta, "EPIC_100_retrieval_train_sentence.csv"))
+    assert list(train_sentences.columns) == ["narration_id", "narration", "verb_class", "noun_classes", "verb", "nouns"]
+    for split in ("train", "test"):
+        ann = load_annotations(meta, split)
+        clips = ann.clips
+        rel = ann.relevancy
+        assert rel.shape == (len(clips), len(ann.sentences))
+        # JPoSE: R = 1 iff same verb and same nouns; half for one of them
+        for i in range(len(clips)):
+            for j, row in enumerate(ann.sentence_rows):
+                same_verb = clips["verb_class"].iat[i] == clips["verb_class"].iat[row]
+                same_noun = clips["noun_class"].iat[i] == clips["noun_class"].iat[row]
+                assert rel[i, j] == pytest.approx(0.5 * same_verb + 0.5 * same_noun)
+        assert (rel[ann.sentence_rows, np.arange(len(ann.sentence_rows))] == 1).all()
+        for path in ("P01/P01_01.MP4",) if split == "train" else ():
+            assert os.path.isfile(os.path.join(ek100["data_dir"], path))
+
+
+def test_pre_2020_uid_column_is_rejected_naming_the_file(ek100, tmp_path):
+    data = copy_set(ek100, tmp_path)
+    path = os.path.join(data["meta_dir"], "EPIC_100_retrieval_test.csv")
+    table = pd.read_csv(path)
+    table.insert(0, "uid", range(len(table)))
+    table.to_csv(path, index=False)
+    with pytest.raises(AnnotationError, match=r"EPIC_100_retrieval_test.csv: first column is 'uid'.*before May 2020"):
+        load_annotations(data["meta_dir"], "test")
+
+
+def test_relevancy_shape_mismatch_and_unsafe_pickles_are_rejected(ek100, tmp_path):
+    data = copy_set(ek100, tmp_path)
+    path = os.path.join(data["meta_dir"], "relevancy", "caption_relevancy_EPIC_100_retrieval_test.pkl")
+    with open(path, "wb") as f:
+        pickle.dump(np.zeros((3, 2)), f)
+    with pytest.raises(AnnotationError, match=r"caption_relevancy_EPIC_100_retrieval_test.pkl: relevancy matrix "
+                                              r"is 3 x 2 but .*EPIC_100_retrieval_test.csv has \d+ clips"):
+        load_annotations(data["meta_dir"], "test")
+    with open(path, "wb") as f:
+        pickle.dump(os.system, f)  # a global that would run code
+    with pytest.raises(AnnotationError, match="refusing to unpickle"):
+        load_relevancy(path)
+
+
+def test_bad_timestamp_names_the_row(ek100, tmp_path):
+    data = copy_set(ek100, tmp_path)
+    path = os.path.join(data["meta_dir"], "EPIC_100_retrieval_test.csv")
+    table = pd.read_csv(path, dtype=str)
+    table.loc[2, "stop_timestamp"] = "soon"
+    table.to_csv(path, index=False)
+    with pytest.raises(AnnotationError, match=r"EPIC_100_retrieval_test.csv row 2 \(P0\d_0\d_\d\)"):
+        load_annotations(data["meta_dir"], "test", relevancy=False)
+
+
+def test_training_captions_are_positives_with_their_relevance(ek100):
+    ds = EK100MIR(ek100["meta_dir"], ek100["data_dir"], "train", num_frames=4, input_res=RES)
+    ann = load_annotations(ek100["meta_dir"], "train")
+    sentences = ann.sentences["narration"].tolist()
+    for index in range(len(ds)):
+        item = ds[EpochIndex(index, 0)]
+        assert item["video"].shape == (4, 3, RES, RES)
+        candidates = [j for j in range(len(sentences)) if ann.relevancy[index, j] > 0.1]
+        assert any(sentences[j] == item["text"] and ann.relevancy[index, j] == pytest.approx(item["relevance"])
+                   for j in candidates)
+    # same (seed, epoch, index), same item; another epoch may draw another caption
+    assert torch.equal(ds[EpochIndex(3, 1)]["video"], ds[EpochIndex(3, 1)]["video"])
+
+
+def test_short_clip_is_an_error_naming_the_row_unless_repeat(ek100):
+    ds = EK100MIR(ek100["meta_dir"], ek100["data_dir"], "test", num_frames=40, input_res=RES)
+    with pytest.raises(VideoReadError, match=r"EPIC_100_retrieval_test.csv row 0 \(P\d+_\d+_0, .*holds \d+ frames, "
+                                             r"fewer than num_frames=40"):
+        ds[0]
+    repeat = EK100MIR(ek100["meta_dir"], ek100["data_dir"], "test", num_frames=40, input_res=RES, short_clips="repeat")
+    assert repeat[0]["video"].shape[0] == 40
+
+
+def test_missing_video_fails_evaluation_and_is_replaced_in_lax_training(ek100, tmp_path):
+    data = copy_set(ek100, tmp_path)
+    test_video = pd.read_csv(os.path.join(data["meta_dir"], "EPIC_100_retrieval_test.csv"))["video_id"].iat[0]
+    os.remove(os.path.join(data["data_dir"], test_video[:3], test_video + ".MP4"))
+    test = EK100MIR(data["meta_dir"], data["data_dir"], "test", num_frames=4, input_res=RES)
+    with pytest.raises(VideoReadError, match=rf"EPIC_100_retrieval_test.csv row 0 .*video file is missing.*"
+                                             rf"{test_video}.MP4"):
+        test[0]
+    with pytest.raises(ValueError, match="lax loading is for training only"):
+        EK100MIR(data["meta_dir"], data["data_dir"], "test", loading="lax")
+    os.remove(os.path.join(data["data_dir"], "P01", "P01_01.MP4"))  # the first training video
+    strict = EK100MIR(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES)
+    with pytest.raises(VideoReadError, match=r"EPIC_100_retrieval_train.csv row 0 \(P01_01_0"):
+        strict[EpochIndex(0, 0)]
+    loader = EK100MIRDataLoader(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES,
+                                loading="lax", max_bad_fraction=0.9, batch_size=4, num_workers=0, shuffle=False,
+                                drop_last=False)
+    batches = list(loader)
+    first_video_rows = (pd.read_csv(os.path.join(data["meta_dir"], "EPIC_100_retrieval_train.csv"))["video_id"]
+                        == "P01_01").sum()
+    assert sum(b["num_replaced"] for b in batches) >= first_video_rows
+    assert all(row.startswith("EPIC_100_retrieval_train.csv row") for b in batches for row in b["replaced_rows"])
+    assert all(v.shape[1:] == (4, 3, RES, RES) for v in (b["video"] for b in batches))
+
+
+class FixedEmbeddings(nn.Module):
+    """A stand-in task whose embeddings are a fixed function of the clip row (so shards must not matter)."""
+
+    def __init__(self, num_rows, dim=6):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.text, self.video = torch.randn(num_rows, dim, generator=generator), torch.randn(num_rows, dim,
+                                                                                             generator=generator)
+
+    def evaluation_step(self, batch, ctx):
+        return {"text": self.text[batch["index"]], "video": self.video[batch["index"]]}
+
+
+def _evaluate(meta_dir, num_rows):
+    loader = DataLoader([{"index": i} for i in range(num_rows)], batch_size=3)
+    ctx = StepContext(device=torch.device("cpu"), global_step=0, epoch=0, total_epochs=0, total_steps=0)
+    return evaluate_loader(FixedEmbeddings(num_rows), loader, [EK100MIRRetrieval(meta_dir, dual_softmax=True)], ctx,
+                           show_progress=False)
+
+
+def _evaluate_on_rank(rank, world_size, meta_dir, num_rows, out):
+    result = _evaluate(meta_dir, num_rows)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(result, f)
+
+
+def test_evaluator_equals_the_metric_and_is_the_same_on_two_ranks(ek100, tmp_path):
+    ann = load_annotations(ek100["meta_dir"], "test")
+    num_rows = len(ann.clips)
+    single = _evaluate(ek100["meta_dir"], num_rows)
+    fixed = FixedEmbeddings(num_rows)
+    text, video = fixed.text.double(), fixed.video.double()
+    cosine = (nn.functional.normalize(video, dim=1) @ nn.functional.normalize(text, dim=1).t())[:, ann.sentence_rows]
+    assert single == {**ek100_mir_metrics(cosine, ann.relevancy), **{
+        f"dual_softmax/{k}": v for k, v in ek100_mir_metrics(
+            dual_softmax_similarity(text, video).t()[:, ann.sentence_rows], ann.relevancy).items()}}
+    out = tmp_path / "rank0.json"
+    run_ranks(_evaluate_on_rank, 2, ek100["meta_dir"], num_rows, str(out))
+    assert json.loads(out.read_text()) == pytest.approx(single)
+
+
+def test_evaluator_refuses_rows_scored_twice(ek100):
+    ann = load_annotations(ek100["meta_dir"], "test")
+    evaluator = EK100MIRRetrieval(ek100["meta_dir"])
+    evaluator.reset()
+    rows = torch.arange(len(ann.clips))
+    evaluator.process({"index": torch.cat([rows, rows[:1]])},
+                      {"text": torch.ones(len(rows) + 1, 4), "video": torch.ones(len(rows) + 1, 4)})
+    with pytest.raises(RuntimeError, match=r"rows \[0\] were scored \[2.0\] times"):
+        evaluator.compute()
+
+
+def test_multiscale_models_get_nested_scales_of_the_clip():
+    class MultiScale:
+        scales = (2, 4)
+
+    video = torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    frames = model_video_input(MultiScale(), video)
+    assert frames["frames_4"][0, :, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert set(frames["frames_2"][0, :, 0, 0, 0].tolist()) <= {0, 1, 2, 3} and frames["frames_2"].shape[1] == 2
+    assert model_video_input(object(), video) is video
+    with pytest.raises(ValueError, match="needs at least 4 frames"):
+        model_video_input(MultiScale(), video[:, :3])
+
+
+def demo_config(ek100, save_dir, loss):
+    config = load_config_file(str(ROOT / "configs" / "ek100" / "demo_finetune.json"))
+    config["arch"] = load_config_file(str(ROOT / "configs" / "_base_" / "models" / "frozen_tiny.json"))["arch"]
+    config["arch"]["args"]["video_params"]["input_res"] = RES
+    for section in ("data_loader", "valid_data_loader"):
+        config[section]["args"].update(meta_dir=ek100["meta_dir"], data_dir=ek100["data_dir"], num_frames=4,
+                                       input_res=RES)
+    config["evaluators"][0]["args"]["meta_dir"] = ek100["meta_dir"]
+    config["loss"] = loss
+    config["trainer"].update(epochs=1, val_every=1, init_val=False, max_steps_per_epoch=2, save_dir=str(save_dir),
+                             tqdm=False, log_every=1)
+    return config
+
+
+def test_fine_tuning_runs_on_the_engine_and_logs_its_loss(ek100, tmp_path):
+    config = demo_config(ek100, tmp_path, {"type": "AdaptiveMaxMarginRankingLoss", "args": {"margin": 0.2}})
+    parser = ConfigParser(config, source="ek100_demo.json", device="cpu")
+    metrics = launch.train(parser)
+    assert set(EK100MIRRetrieval.metric_names) <= set(metrics) and 0 < metrics["mAP_AVG"] <= 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(parser.run_dir / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/loss/AdaptiveMaxMarginRankingLoss" in tags or any(t.endswith("loss/AdaptiveMaxMarginRankingLoss")
+                                                                    for t in tags)
+    assert any(t.endswith("mAP_AVG") for t in tags)

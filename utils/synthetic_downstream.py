@@ -1,0 +1,173 @@
+"""Synthetic downstream sets in the real on-disk formats: EK-100 multi-instance retrieval, Charades-Ego and
+Ego4D moments / NLQ, drawn like the synthetic EgoClip set (same objects, actions and narration phrases, so a model
+pretrained on that set transfers).
+
+    python -m utils.synthetic_downstream ek100 --out data/synthetic_ek100
+    python -m utils.synthetic_downstream charades --out data/synthetic_charades
+    python -m utils.synthetic_downstream ego4d --out data/synthetic_ego4d
+
+EK-100 (``ek100``): ``videos/<pid>/<vid>.MP4`` (one H.264 file per video, not chunked) and ``annotations/``
+holding ``EPIC_100_retrieval_{train,test}.csv`` (15 columns), ``EPIC_100_retrieval_{train,test}_sentence.csv``
+(one row per distinct narration, named by its first clip) and
+``relevancy/caption_relevancy_EPIC_100_retrieval_{train,test}.pkl`` (pickled float array [clips, sentences],
+``R = ½·[same verb] + ½·|N_i ∩ N_j| / |N_i ∪ N_j|``). Verb classes are the synthetic actions, noun classes the
+coloured shapes.
+
+Charades-Ego (``charades``): ``videos/<id>.mp4``, ``CharadesEgo_v1_{train,test}_only1st.csv`` (``id``,
+``script``, ``actions`` = ``c007 1.20 3.40;...``, ``length``) and ``Charades_v1_classes.txt``; a class is an
+(action, object) pair named by its narration phrase.
+
+Ego4D (``ego4d``): full-length ``videos/<video_uid>.mp4`` and ``annotations/moments_{train,val}.json`` /
+``nlq_{train,val}.json`` (``videos[].clips[]`` with ``clip_uid``, ``video_start_sec``, ``video_end_sec``; NLQ
+clips carry ``annotations[].language_queries[].query``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+
+from utils.synthetic import VERBS, SyntheticConfig, VideoPlan, _plan_video, render_frames
+from utils.video_io import H264Writer, atomic_file
+
+EK100_COLUMNS = ("narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
+                 "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
+                 "noun_class", "all_nouns", "all_noun_classes")
+EK100_FRAME_RATE = 60  # the frame numbering of the start_frame / stop_frame columns (RGB frames at 60 fps)
+
+
+def write_video_file(plan: VideoPlan, config: SyntheticConfig, path: str) -> None:
+    """Render ``plan`` into one H.264 file at ``path`` (written atomically)."""
+    height, width = config.frame_size
+    with atomic_file(path) as tmp:
+        with H264Writer(tmp, config.fps, width, height, crf=18, preset="veryfast", gop=2 * config.fps,
+                        threads=1) as writer:
+            for image in render_frames(plan, config):
+                writer.write(image)
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def _csv(rows: list[dict], columns, delimiter: str = ",") -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), delimiter=delimiter, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _timestamp(seconds: float) -> str:
+    """``HH:MM:SS.ff`` (EK-100's clip boundary format)."""
+    hours, rest = divmod(round(seconds * 100), 360000)
+    minutes, rest = divmod(rest, 6000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 100:02d}.{rest % 100:02d}"
+
+
+def _config(seed: int, fps: int, frame_size: int, clips_per_video, clip_duration) -> SyntheticConfig:
+    config = SyntheticConfig(seed=seed, num_videos=1, num_mcq_videos=0, clips_per_video=tuple(clips_per_video),
+                             clip_duration=tuple(clip_duration), fps=fps, frame_size=(frame_size, frame_size))
+    config.validate()
+    return config
+
+
+def jpose_relevancy(clip_verbs, clip_nouns, sentence_verbs, sentence_nouns) -> np.ndarray:
+    """``R[i, j] = ½·[verb_i = verb_j] + ½·|N_i ∩ N_j| / |N_i ∪ N_j|`` (float64 [clips, sentences])."""
+    rel = np.zeros((len(clip_verbs), len(sentence_verbs)))
+    for i, (verb, nouns) in enumerate(zip(clip_verbs, clip_nouns)):
+        for j, (s_verb, s_nouns) in enumerate(zip(sentence_verbs, sentence_nouns)):
+            union = set(nouns) | set(s_nouns)
+            rel[i, j] = 0.5 * (verb == s_verb) + 0.5 * (len(set(nouns) & set(s_nouns)) / len(union) if union else 0)
+    return rel
+
+
+def _ek100_rows(plans: list[VideoPlan], config: SyntheticConfig) -> list[dict]:
+    rows = []
+    for plan in plans:
+        participant = plan.uid.split("_")[0]
+        for k, clip in enumerate(plan.clips):
+            start, stop = clip.start_frame / config.fps, clip.end_frame / config.fps
+            noun = config.noun_name(clip.noun)
+            rows.append({
+                "narration_id": f"{plan.uid}_{k}", "participant_id": participant, "video_id": plan.uid,
+                "narration_timestamp": _timestamp(start) + "0", "start_timestamp": _timestamp(start),
+                "stop_timestamp": _timestamp(stop), "start_frame": round(start * EK100_FRAME_RATE) + 1,
+                "stop_frame": round(stop * EK100_FRAME_RATE), "narration": VERBS[clip.verb][1].format(noun=noun),
+                "verb": VERBS[clip.verb][0], "verb_class": clip.verb, "noun": noun, "noun_class": clip.noun,
+                "all_nouns": str([noun]), "all_noun_classes": str([clip.noun])})
+    return rows
+
+
+def _sentences(rows: list[dict], train: bool) -> list[dict]:
+    """One sentence per distinct narration, named by the first clip that has it."""
+    seen = {}
+    for row in rows:
+        seen.setdefault(row["narration"], row)
+    sentences = []
+    for narration, row in seen.items():
+        sentence = {"narration_id": row["narration_id"], "narration": narration}
+        if train:
+            sentence.update(verb_class=row["verb_class"], noun_classes=row["all_noun_classes"], verb=row["verb"],
+                            nouns=row["all_nouns"])
+        sentences.append(sentence)
+    return sentences
+
+
+def generate_ek100(out_dir: str, seed: int = 0, num_train_videos: int = 6, num_test_videos: int = 3,
+                   clips_per_video: tuple[int, int] = (6, 8), clip_duration: tuple[float, float] = (1.6, 3.0),
+                   fps: int = 10, frame_size: int = 64, write_videos: bool = True) -> dict:
+    """Write a synthetic EK-100 MIR set under ``out_dir`` (see the module docstring); returns counts.
+
+    Videos of participants P01, P02, ... (two videos each) at ``fps`` (10: clip times on a 0.1 s grid, exact in
+    the 2-decimal timestamps)."""
+    config = _config(seed, fps, frame_size, clips_per_video, clip_duration)
+    plans = [dataclasses.replace(_plan_video(config, i), uid=f"P{i // 2 + 1:02d}_{i % 2 + 1:02d}")
+             for i in range(num_train_videos + num_test_videos)]
+    annotations = os.path.join(out_dir, "annotations")
+    summary = {"out_dir": str(out_dir)}
+    for split, split_plans in (("train", plans[:num_train_videos]), ("test", plans[num_train_videos:])):
+        rows = _ek100_rows(split_plans, config)
+        sentences = _sentences(rows, split == "train")
+        by_id = {row["narration_id"]: row for row in rows}
+        relevancy = jpose_relevancy([r["verb_class"] for r in rows], [[r["noun_class"]] for r in rows],
+                                    [by_id[s["narration_id"]]["verb_class"] for s in sentences],
+                                    [[by_id[s["narration_id"]]["noun_class"]] for s in sentences])
+        _write_text(os.path.join(annotations, f"EPIC_100_retrieval_{split}.csv"), _csv(rows, EK100_COLUMNS))
+        _write_text(os.path.join(annotations, f"EPIC_100_retrieval_{split}_sentence.csv"),
+                    _csv(sentences, list(sentences[0])))
+        pkl = os.path.join(annotations, "relevancy", f"caption_relevancy_EPIC_100_retrieval_{split}.pkl")
+        with atomic_file(pkl) as tmp, open(tmp, "wb") as f:
+            pickle.dump(relevancy, f)
+        summary[f"{split}_clips"], summary[f"{split}_sentences"] = len(rows), len(sentences)
+    if write_videos:
+        for plan in plans:
+            write_video_file(plan, config, os.path.join(out_dir, "videos", plan.uid.split("_")[0], f"{plan.uid}.MP4"))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m utils.synthetic_downstream", description=__doc__.split("\n\n")[0])
+    parser.add_argument("benchmark", choices=["ek100"])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    generators = {"ek100": generate_ek100}
+    print(json.dumps(generators[args.benchmark](args.out, seed=args.seed), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
