@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
+from model.losses.contrastive import contrastive_loss
 from model.schedulers import CosineTemperatureScheduler
 from model.losses.ranking import AdaptiveMaxMarginRankingLoss, MaxMarginRankingLoss  # noqa: F401
 from model.temporal_loss import TemporalConsistencyLoss
@@ -46,11 +47,7 @@ def multi_positive_nce(sim, positives, temperature):
     ``-mean_i log sum_{j: P_ij} softmax(sim/t, dim=1)_ij - mean_j log sum_{i: P_ij} softmax(sim/t, dim=0)_ij``
     computed with log-sum-exp (no log of 0).
     """
-    logits = sim.to(torch.promote_types(sim.dtype, torch.float32)) / temperature
-    positive_logits = logits.masked_fill(~positives, float('-inf'))
-    text_to_video = torch.logsumexp(positive_logits, dim=1) - torch.logsumexp(logits, dim=1)
-    video_to_text = torch.logsumexp(positive_logits, dim=0) - torch.logsumexp(logits, dim=0)
-    return -text_to_video.mean() - video_to_text.mean()
+    return contrastive_loss(sim, positives, temperature=temperature, reduction='sum_dirs', targets='hard')
 
 
 @LOSSES.register()
