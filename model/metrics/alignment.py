@@ -1,0 +1,121 @@
+"""Frame-level alignment metrics between two embedded videos (numpy or torch inputs, numpy outputs).
+
+* Kendall's τ: every frame of U is matched to its nearest frame of V (squared Euclidean); τ between the frame
+  order and the matched order (1: order kept, −1: reversed).
+* τ in the wild: the same on alignable (non-background) frames only, ``(C − D) / (n(n−1)/2)``.
+* Enclosed area error: for each alignable frame of U, how far (in frames of V, divided by V's length) its match
+  lies from the nearest frame of V showing the same action.
+* Phase classification: an SVC on standardised frame embeddings, fitted on training videos, scored on test ones.
+* Phase progression: R² of a linear regression from embeddings to in-action progress, fitted on training videos.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+
+def as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def nearest_neighbours(u, v) -> np.ndarray:
+    """``[N]``: index of the nearest row of ``v [M, D]`` for each row of ``u [N, D]`` (squared Euclidean)."""
+    u, v = as_numpy(u), as_numpy(v)
+    dist = (u * u).sum(1)[:, None] - 2 * u @ v.T + (v * v).sum(1)[None, :]
+    return dist.argmin(axis=1)
+
+
+def kendalls_tau(u, v, stride: int = 1) -> float:
+    """Kendall's τ of the nearest-neighbour alignment of every ``stride``-th frame of U into V; NaN when undefined
+    (fewer than 2 frames, or all matched to one frame)."""
+    u, v = as_numpy(u)[::stride], as_numpy(v)[::stride]
+    if len(u) < 2:
+        return float("nan")
+    matches = nearest_neighbours(u, v)
+    if np.all(matches == matches[0]):
+        return float("nan")
+    return float(kendalltau(np.arange(len(u)), matches).statistic)
+
+
+def concordance_tau(order: np.ndarray) -> float:
+    """``(concordant − discordant) / (n(n−1)/2)`` of the pairs ``i < j`` of ``order`` (ties count as neither)."""
+    n = len(order)
+    if n < 2:
+        return float("nan")
+    sign = np.sign(order[None, :] - order[:, None])
+    return float(np.triu(sign, k=1).sum() / (n * (n - 1) / 2))
+
+
+def kendalls_tau_wild(u, v, labels_u, labels_v) -> float:
+    """τ on alignable frames: frames of U with a label > 0 matched among the frames of V with a label > 0."""
+    keep_u, keep_v = np.asarray(labels_u) > 0, np.asarray(labels_v) > 0
+    if keep_u.sum() < 2 or keep_v.sum() < 1:
+        return float("nan")
+    return concordance_tau(nearest_neighbours(as_numpy(u)[keep_u], as_numpy(v)[keep_v]))
+
+
+def enclosed_area_error(u, v, labels_u, labels_v) -> float:
+    """Mean over alignable frames of U (whose action V also shows) of ``|match − nearest same-action frame| / M``,
+    matches taken among V's alignable frames; NaN when no frame qualifies."""
+    labels_u, labels_v = np.asarray(labels_u), np.asarray(labels_v)
+    frames_v = np.flatnonzero(labels_v > 0)
+    if len(frames_v) == 0:
+        return float("nan")
+    matches = frames_v[nearest_neighbours(as_numpy(u), as_numpy(v)[frames_v])]
+    errors = []
+    for i in np.flatnonzero(labels_u > 0):
+        same = np.flatnonzero(labels_v == labels_u[i])
+        if len(same):
+            errors.append(np.abs(same - matches[i]).min() / len(labels_v))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def _select_videos(num_videos: int, fraction: float, seed: int) -> np.ndarray:
+    count = max(1, math.ceil(fraction * num_videos - 1e-9))
+    return np.random.default_rng(seed).permutation(num_videos)[:count]
+
+
+def phase_classification(train_embeddings: Sequence, train_labels: Sequence, test_embeddings: Sequence,
+                         test_labels: Sequence, fractions: Sequence[float] = (0.1, 0.5, 1.0), seed: int = 0
+                         ) -> dict[float, float]:
+    """``{fraction: accuracy}``: an SVC (one-vs-one, on standardised embeddings) fitted on the frames of that
+    fraction of the training videos (at least one, chosen with ``seed``), scored on every test frame."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    test_x = np.concatenate([as_numpy(e) for e in test_embeddings])
+    test_y = np.concatenate([np.asarray(y) for y in test_labels])
+    result = {}
+    for fraction in fractions:
+        chosen = _select_videos(len(train_embeddings), fraction, seed)
+        x = np.concatenate([as_numpy(train_embeddings[i]) for i in chosen])
+        y = np.concatenate([np.asarray(train_labels[i]) for i in chosen])
+        if len(np.unique(y)) < 2:
+            result[fraction] = float(np.mean(test_y == y[0]))
+            continue
+        model = make_pipeline(StandardScaler(), SVC(decision_function_shape="ovo")).fit(x, y)
+        result[fraction] = float(np.mean(model.predict(test_x) == test_y))
+    return result
+
+
+def phase_progression_r2(train_embeddings: Sequence, train_progress: Sequence, test_embeddings: Sequence,
+                         test_progress: Sequence) -> float:
+    """R² on test frames of a linear regression (fitted on training frames) from embedding to progress; frames
+    whose progress is NaN (background) are left out."""
+    from sklearn.linear_model import LinearRegression
+
+    def stack(embeddings, progress):
+        x = np.concatenate([as_numpy(e) for e in embeddings])
+        y = np.concatenate([np.asarray(p, dtype=float) for p in progress])
+        keep = ~np.isnan(y)
+        return x[keep], y[keep]
+
+    x, y = stack(train_embeddings, train_progress)
+    test_x, test_y = stack(test_embeddings, test_progress)
+    if len(y) < 2 or len(test_y) < 2:
+        return float("nan")
+    return float(LinearRegression().fit(x, y).score(test_x, test_y))

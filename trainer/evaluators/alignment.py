@@ -1,0 +1,144 @@
+"""Evaluators of temporal alignment: they collect every video's frame embeddings (from the task's
+``evaluation_step``) together with its task, split, frame labels and action segments, and score them per task,
+then average over tasks. Run them on a loader of split 'all': training videos are used only to fit (SVC,
+regression, the path-length normaliser Ĝ), test videos only to score.
+
+Each rank sees a shard of the videos; ``compute`` gathers the records of every rank first.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from model.metrics.alignment import (enclosed_area_error, kendalls_tau, kendalls_tau_wild, phase_classification,
+                                     phase_progression_r2)
+from model.metrics.progress import (action_progress, geodesic_action_progress, online_progress_error, path_length,
+                                    video_progress)
+from utils import distributed
+from utils.registry import EVALUATORS
+
+
+def gather_records(records: list[dict]) -> list[dict]:
+    """Every rank's records, in rank order (the local list when not distributed)."""
+    if not distributed.is_dist():
+        return records
+    gathered = [None] * distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, records)
+    return [record for part in gathered for record in part]
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+class VideoRecords:
+    """Base class: keeps one record per video; subclasses implement ``score_task(train, test) -> {metric: value}``
+    and the result is the mean over tasks (tasks without test videos are skipped)."""
+
+    metric_names: tuple[str, ...] = ()
+
+    def reset(self) -> None:
+        self.records: list[dict] = []
+
+    def process(self, batch: dict, outputs: dict) -> None:
+        progress = outputs.get("progress") or [None] * len(outputs["embeddings"])
+        for i, embeddings in enumerate(outputs["embeddings"]):
+            self.records.append({
+                "handle": batch["handle"][i], "task": batch["task"][i], "split": batch["split"][i],
+                "embeddings": embeddings.numpy(), "labels": batch["labels"][i].numpy(),
+                "segments": [(s, e) for s, e, _ in batch["segments"][i]],
+                "progress": None if progress[i] is None else progress[i].numpy()})
+
+    def compute(self) -> dict[str, float]:
+        by_task = defaultdict(lambda: {"train": [], "test": []})
+        for record in sorted(gather_records(self.records), key=lambda r: r["handle"]):
+            by_task[record["task"]][record["split"]].append(record)
+        scores = defaultdict(list)
+        for task in sorted(by_task):
+            if by_task[task]["test"]:
+                for name, value in self.score_task(by_task[task]["train"], by_task[task]["test"]).items():
+                    scores[name].append(value)
+        return {name: _mean(scores.get(name, [])) for name in self.metric_names}
+
+    def score_task(self, train: list[dict], test: list[dict]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@EVALUATORS.register()
+class AlignmentKendallTau(VideoRecords):
+    """Over the ordered pairs of a task's test videos: Kendall's τ (all frames, every ``stride``-th),
+    τ in the wild (alignable frames) and the enclosed area error (``kendalls_tau``, ``kendalls_tau_wild``,
+    ``enclosed_area_error``)."""
+
+    metric_names = ("kendalls_tau", "kendalls_tau_wild", "enclosed_area_error")
+
+    def __init__(self, stride: int = 1):
+        self.stride = stride
+
+    def score_task(self, train, test):
+        pairs = list(itertools.permutations(test, 2))
+        return {
+            "kendalls_tau": _mean([kendalls_tau(a["embeddings"], b["embeddings"], self.stride) for a, b in pairs]),
+            "kendalls_tau_wild": _mean([kendalls_tau_wild(a["embeddings"], b["embeddings"], a["labels"], b["labels"])
+                                        for a, b in pairs]),
+            "enclosed_area_error": _mean([enclosed_area_error(a["embeddings"], b["embeddings"], a["labels"],
+                                                              b["labels"]) for a, b in pairs])}
+
+
+@EVALUATORS.register()
+class PhaseClassification(VideoRecords):
+    """Frame action classification (background is a class) by an SVC fitted on 10 / 50 / 100 % of a task's
+    training videos and scored on its test videos (``phase_acc_10``, ``phase_acc_50``, ``phase_acc_100``, in %),
+    and the R² of a linear regression from embedding to in-action progress (``phase_progression_r2``)."""
+
+    metric_names = ("phase_acc_10", "phase_acc_50", "phase_acc_100", "phase_progression_r2")
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score_task(self, train, test):
+        if not train:
+            return {}
+        accuracy = phase_classification([r["embeddings"] for r in train], [r["labels"] for r in train],
+                                        [r["embeddings"] for r in test], [r["labels"] for r in test],
+                                        fractions=(0.1, 0.5, 1.0), seed=self.seed)
+        progress = [[action_progress(r["segments"], len(r["labels"])) for r in part] for part in (train, test)]
+        r2 = phase_progression_r2([r["embeddings"] for r in train], progress[0],
+                                  [r["embeddings"] for r in test], progress[1])
+        return {"phase_acc_10": 100 * accuracy[0.1], "phase_acc_50": 100 * accuracy[0.5],
+                "phase_acc_100": 100 * accuracy[1.0], "phase_progression_r2": r2}
+
+
+@EVALUATORS.register()
+class OnlineProgressError(VideoRecords):
+    """Online progress errors on a task's test videos (fractions, lower is better):
+
+    * ``ope``: video level, geodesic progress normalised by Ĝ, the mean path length of the task's training videos;
+    * ``ope_action_geodesic``: action level, the path length normalised within each action;
+    * ``ope_action_head``: action level, the learnable head fed each action from its start (when the model has one);
+    * ``ope_action_constant``: action level, the constant 0.5 baseline.
+    """
+
+    metric_names = ("ope", "ope_action_geodesic", "ope_action_head", "ope_action_constant")
+
+    def score_task(self, train, test):
+        if not train:
+            return {}
+        g_hat = float(np.mean([path_length(r["embeddings"])[-1] for r in train]))
+        scores = defaultdict(list)
+        for r in test:
+            length = len(r["labels"])
+            target = action_progress(r["segments"], length)
+            geodesic = path_length(r["embeddings"]) / g_hat if g_hat > 0 else np.zeros(length)
+            scores["ope"].append(online_progress_error(geodesic, video_progress(r["segments"], length)))
+            scores["ope_action_geodesic"].append(
+                online_progress_error(geodesic_action_progress(r["embeddings"], r["segments"]), target))
+            scores["ope_action_constant"].append(online_progress_error(np.full(length, 0.5), target))
+            if r["progress"] is not None:
+                scored = ~np.isnan(r["progress"])
+                scores["ope_action_head"].append(online_progress_error(r["progress"][scored], target[scored]))
+        return {name: _mean(values) for name, values in scores.items()}
