@@ -14,7 +14,6 @@ narration with relevance 1 when there is none), ``rand`` sampling.
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -23,24 +22,16 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from data_loader.collate import EgoClipCollate
-from data_loader.EgoClip_EgoMCQ_dataset import EgoClip_EgoMCQ, _RowReadError
-from data_loader.samplers import EpochDistributedSampler
-from data_loader.transforms import frame_size, init_video_transform_dict
-from data_loader.video_backends import BACKENDS, VideoReadError
-from data_loader.video_files import VideoFileReader
-from data_loader.worker_signals import ignore_preemption_signals
+from data_loader.clip_dataset import SHORT_CLIP_POLICIES, VideoFileClips, VideoFileClipsLoader
+from data_loader.transforms import init_video_transform_dict
+from data_loader.video_backends import BACKENDS
 from model.checkpoint import _numpy_safe_globals
 from utils.config_schema import ArgsOf, Bounds
-from utils.distributed import get_rank, get_world_size
 from utils.registry import LOADERS
 
-logger = logging.getLogger(__name__)
 
 CLIP_COLUMNS = ("narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp", "narration")
-SHORT_CLIP_POLICIES = ("error", "repeat")
 
 
 class AnnotationError(ValueError):
@@ -169,27 +160,18 @@ def positives_above(relevancy: np.ndarray, threshold: float) -> tuple[np.ndarray
     return offsets, cols.astype(np.int64), relevancy[rows, cols].astype(np.float32)
 
 
-class EK100MIR(Dataset):
+class EK100MIR(VideoFileClips):
     """EK-100 MIR clips of one split (see the module docstring).
 
     Args:
         meta_dir: the retrieval annotation folder; data_dir: ``<participant_id>/<video_id>.MP4`` videos.
         split: 'train' or 'test'. num_frames, input_res: frames per clip and their size.
         tsfms: the frame transform (default: random resized crop 0.5-1 for train, centre square for test).
-        reader: video backend ('decord' | 'pyav'); decode_size: scale while decoding (None: native).
-        loading: 'strict' (a bad clip raises naming the csv row) or 'lax' (training only: a bad clip is replaced
-            by a random other one and counted); max_bad_fraction: lax gives up past this failed fraction.
-        short_clips: a clip with fewer frames than ``num_frames`` is an error ('error') or repeats frames
-            ('repeat', as EgoVLP's segment sampling does).
+        reader, decode_size, loading, max_bad_fraction, short_clips, seed: as
+            :class:`~data_loader.clip_dataset.VideoFileClips` (bad reads name the csv row).
         positive_threshold: training captions are drawn among sentences with relevance above it (0.1).
-        video_ext: video file extension. seed: with the epoch and index, the source of an item's randomness.
+        video_ext: video file extension.
     """
-
-    # Lax replacement is EgoClip's: one implementation of the retry loop, its logging and its give-up rule.
-    _get_train_item = EgoClip_EgoMCQ._get_train_item
-    _record_bad_read = EgoClip_EgoMCQ._record_bad_read
-    _item_rng = EgoClip_EgoMCQ._item_rng
-    set_epoch = EgoClip_EgoMCQ.set_epoch
 
     def __init__(self, meta_dir: str, data_dir: str, split: Literal["train", "test"] = "test", num_frames: int = 4,
                  input_res: int = 224, tsfms=None, reader: str = "decord", decode_size=None,
@@ -198,40 +180,15 @@ class EK100MIR(Dataset):
                  video_ext: str = ".MP4", seed: int = 0, dataset_name: str = "EK100MIR"):
         if split not in ("train", "test"):
             raise ValueError(f"EK100MIR split must be 'train' or 'test', got {split!r}")
-        if loading == "lax" and split != "train":
-            raise ValueError("EK100MIR: lax loading is for training only; evaluation never scores a replaced clip")
-        if short_clips not in SHORT_CLIP_POLICIES:
-            raise ValueError(f"short_clips must be one of {SHORT_CLIP_POLICIES}, got {short_clips!r}")
-        self.dataset_name, self.split, self.data_dir, self.meta_dir = dataset_name, split, data_dir, meta_dir
-        self.meta_path = clip_csv_path(meta_dir, split)
-        self.video_params = {"num_frames": int(num_frames), "loading": loading,
-                             "max_bad_fraction": float(max_bad_fraction)}
-        self.short_clips, self.video_ext = short_clips, video_ext
-        self.transforms = tsfms or init_video_transform_dict(input_res, center_crop=input_res,
-                                                             resize_short=input_res)[split]
-        self.frame_sample = "rand" if split == "train" else "uniform"
+        tsfms = tsfms or init_video_transform_dict(input_res, center_crop=input_res, resize_short=input_res)[split]
+        super().__init__(data_dir, split, num_frames, tsfms, reader, decode_size, loading, max_bad_fraction,
+                         short_clips, seed, dataset_name)
+        self.meta_dir, self.meta_path, self.video_ext = meta_dir, clip_csv_path(meta_dir, split), video_ext
         annotations = load_annotations(meta_dir, split, relevancy=split == "train")
         self.metadata, self.sentences = annotations.clips, annotations.sentences["narration"].tolist()
         if split == "train":
             self.positive_offsets, self.positive_ids, self.positive_relevance = positives_above(
                 annotations.relevancy, positive_threshold)
-        self.reader_args = {"backend": reader, "decode_size": decode_size}
-        self._reader = None
-        self.seed, self.epoch = int(seed), 0
-        self.reads, self.bad_reads = 0, 0
-        self._log_window = (-float("inf"), 0, 0)
-
-    @property
-    def reader(self) -> VideoFileReader:
-        if self._reader is None:
-            self._reader = VideoFileReader(self.data_dir, **self.reader_args)
-        return self._reader
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_reader": None}
-
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def video_path(self, index: int) -> str:
         """``<participant_id>/<video_id><ext>`` of clip row ``index``, relative to ``data_dir``."""
@@ -244,20 +201,9 @@ class EK100MIR(Dataset):
                 f"{meta['start_sec'].iat[index]:.2f}-{meta['stop_sec'].iat[index]:.2f} s)")
 
     def read_video(self, index: int, rng: np.random.Generator) -> torch.Tensor:
-        """float ``[T, 3, R, R]`` of clip row ``index``; a failed read raises naming the csv row."""
-        start, stop = float(self.metadata["start_sec"].iat[index]), float(self.metadata["stop_sec"].iat[index])
-        num_frames = self.video_params["num_frames"]
-        path = self.video_path(index)
-        try:
-            frames = self.reader.read_clip(path, start, stop, num_frames, sample=self.frame_sample, rng=rng,
-                                           shrink=self.short_clips == "error")
-            if len(frames) < num_frames:
-                raise VideoReadError(f"clip holds {len(frames)} frames, fewer than num_frames={num_frames} "
-                                     f"(short_clips='repeat' repeats frames instead)",
-                                     [os.path.join(self.data_dir, path)], (path, start, stop))
-        except VideoReadError as err:
-            raise _RowReadError(self.row_name(index), err) from err
-        return self.transforms.apply(frames, self.transforms.sample_params(*frame_size(frames), rng))
+        """float ``[T, 3, R, R]`` of clip row ``index``."""
+        return self.read_frames(index, self.video_path(index), float(self.metadata["start_sec"].iat[index]),
+                                float(self.metadata["stop_sec"].iat[index]), rng)
 
     def _train_sample(self, index: int, rng: np.random.Generator) -> dict:
         lo, hi = self.positive_offsets[index], self.positive_offsets[index + 1]
@@ -268,29 +214,18 @@ class EK100MIR(Dataset):
             text, relevance = self.metadata["narration"].iat[index], 1.0
         return {"video": self.read_video(index, rng), "text": text, "relevance": relevance, "index": index}
 
-    def __getitem__(self, index) -> dict:
-        epoch = getattr(index, "epoch", self.epoch)
-        index = int(index)
-        if self.split == "train" and self.video_params["loading"] == "lax":
-            return self._get_train_item(index, epoch)
-        rng = self._item_rng(index, epoch)
-        try:
-            if self.split == "train":
-                return {**self._train_sample(index, rng), "replaced": 0, "replaced_rows": []}
-            video = self.read_video(index, rng)
-        except _RowReadError as failure:
-            raise VideoReadError(f"{failure.row}: {failure.error}") from failure.error
-        return {"video": video, "text": self.metadata["narration"].iat[index], "index": index}
+    def _test_sample(self, index: int, rng: np.random.Generator) -> dict:
+        return {"video": self.read_video(index, rng), "text": self.metadata["narration"].iat[index], "index": index}
 
 
 @LOADERS.register()
-class EK100MIRDataLoader(DataLoader):
+class EK100MIRDataLoader(VideoFileClipsLoader):
     """Batches of :class:`EK100MIR`: ``video`` [B, T, 3, R, R], ``text`` list of B str, ``index`` [B] clip rows,
     and for training ``relevance`` [B] (of each drawn caption), ``num_replaced`` / ``replaced_rows``.
 
     Dataset args as :class:`EK100MIR`; ``tsfm_params`` are :func:`init_video_transform_dict`'s (test default:
-    resize to ``input_res`` and centre crop ``input_res``). Training shards over ranks (``DistributedSampler``,
-    reshuffled by ``set_epoch``); evaluation order is the csv's (the evaluation loop shards it).
+    resize to ``input_res`` and centre crop ``input_res``); loading args as
+    :class:`~data_loader.clip_dataset.VideoFileClipsLoader`.
     """
 
     def __init__(self, meta_dir: str, data_dir: str, split: Literal["train", "test"] = "test",
@@ -308,17 +243,4 @@ class EK100MIRDataLoader(DataLoader):
         dataset = EK100MIR(meta_dir, data_dir, split, num_frames, input_res,
                            init_video_transform_dict(**tsfm_params)[split], reader, decode_size, loading,
                            max_bad_fraction, short_clips, positive_threshold, video_ext, seed)
-        training = split == "train"
-        self.seed, self.rank = int(seed), get_rank()
-        order = EpochDistributedSampler(dataset, num_replicas=get_world_size(), rank=self.rank,
-                                        shuffle=training if shuffle is None else shuffle, seed=seed,
-                                        drop_last=training if drop_last is None else drop_last)
-        super().__init__(dataset, batch_size=batch_size, sampler=order, collate_fn=EgoClipCollate(),
-                         num_workers=num_workers, worker_init_fn=ignore_preemption_signals,
-                         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-                         drop_last=training if drop_last is None else drop_last)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
+        super().__init__(dataset, batch_size, num_workers, shuffle, drop_last, seed, pin_memory)

@@ -17,6 +17,7 @@ from data_loader.ek100_mir import EK100MIR, AnnotationError, EK100MIRDataLoader,
 from data_loader.samplers import EpochIndex
 from data_loader.video_backends import VideoReadError
 from model.metric import ek100_mir_metrics
+from tests.downstream_fixtures import tiny_arch
 from tests.gloo_ranks import run_ranks
 from trainer import launch
 from trainer.evaluation import evaluate_loader
@@ -217,8 +218,7 @@ def test_multiscale_models_get_nested_scales_of_the_clip():
 
 def demo_config(ek100, save_dir, loss):
     config = load_config_file(str(ROOT / "configs" / "ek100" / "demo_finetune.json"))
-    config["arch"] = load_config_file(str(ROOT / "configs" / "_base_" / "models" / "frozen_tiny.json"))["arch"]
-    config["arch"]["args"]["video_params"]["input_res"] = RES
+    config["arch"] = tiny_arch(RES)
     for section in ("data_loader", "valid_data_loader"):
         config[section]["args"].update(meta_dir=ek100["meta_dir"], data_dir=ek100["data_dir"], num_frames=4,
                                        input_res=RES)

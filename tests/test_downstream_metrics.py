@@ -102,8 +102,9 @@ def test_blocks_of_rows_give_the_same_values(monkeypatch):
 
 
 def _loop_max_margin(sim, margins):
-    terms = [max(0.0, margins[i] - (sim[i, i] - sim[i, j])) for i in range(len(sim)) for j in range(len(sim)) if i != j]
-    terms += [max(0.0, margins[i] - (sim[i, i] - sim[j, i])) for i in range(len(sim)) for j in range(len(sim)) if i != j]
+    pairs = [(i, j) for i in range(len(sim)) for j in range(len(sim)) if i != j]
+    terms = [max(0.0, margins[i] - (sim[i, i] - sim[i, j])) for i, j in pairs]
+    terms += [max(0.0, margins[i] - (sim[i, i] - sim[j, i])) for i, j in pairs]
     return sum(terms) / len(terms)
 
 

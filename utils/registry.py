@@ -81,7 +81,7 @@ def _qualname(obj) -> str:
 TASKS = Registry("task", ["trainer.tasks"])
 MODELS = Registry("model", ["model.model"])
 LOSSES = Registry("loss", ["model.loss"])
-LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.ek100_mir"])
+LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.ek100_mir", "data_loader.charades_ego"])
 EVALUATORS = Registry("evaluator", ["trainer.evaluators"])
 HOOKS = Registry("hook", ["trainer.hooks"])
 LR_SCHEDULES = Registry("lr_scheduler", ["trainer.lr_schedule"])

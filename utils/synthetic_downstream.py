@@ -154,9 +154,47 @@ def generate_ek100(out_dir: str, seed: int = 0, num_train_videos: int = 6, num_t
     return summary
 
 
+def charades_class_names(config: SyntheticConfig) -> list[str]:
+    """Class ``verb * num_nouns + noun``: the narration phrase of that action on that object."""
+    return [VERBS[verb][1].format(noun=config.noun_name(noun))
+            for verb in range(config.num_verbs) for noun in range(config.num_nouns)]
+
+
+def generate_charades(out_dir: str, seed: int = 0, num_train_videos: int = 6, num_test_videos: int = 4,
+                      clips_per_video: tuple[int, int] = (3, 5), clip_duration: tuple[float, float] = (1.6, 3.0),
+                      fps: int = 10, frame_size: int = 64, write_videos: bool = True) -> dict:
+    """Write a synthetic Charades-Ego set under ``out_dir`` (see the module docstring); returns counts.
+
+    Each narrated clip of a video is one action; the last test video's ``actions`` field is left empty (a video
+    without labels, as real Charades has)."""
+    config = _config(seed, fps, frame_size, clips_per_video, clip_duration)
+    names = charades_class_names(config)
+    _write_text(os.path.join(out_dir, "Charades_v1_classes.txt"),
+                "".join(f"c{i:03d} {name}\n" for i, name in enumerate(names)))
+    plans = [dataclasses.replace(_plan_video(config, 1000 + i), uid=f"SYN{i:03d}EGO")
+             for i in range(num_train_videos + num_test_videos)]
+    summary = {"out_dir": str(out_dir), "num_classes": len(names)}
+    for split, split_plans in (("train", plans[:num_train_videos]), ("test", plans[num_train_videos:])):
+        rows = []
+        for plan in split_plans:
+            actions = [(clip.verb * config.num_nouns + clip.noun, clip.start_frame / fps, clip.end_frame / fps)
+                       for clip in plan.clips]
+            unlabelled = split == "test" and plan is split_plans[-1]
+            rows.append({"id": plan.uid, "subject": "S00", "scene": "synthetic", "script": "; ".join(
+                names[c] for c, _, _ in actions), "objects": "", "descriptions": "",
+                "actions": "" if unlabelled else ";".join(f"c{c:03d} {a:.2f} {b:.2f}" for c, a, b in actions),
+                "length": f"{plan.num_frames / fps:.2f}"})
+        _write_text(os.path.join(out_dir, f"CharadesEgo_v1_{split}_only1st.csv"), _csv(rows, list(rows[0])))
+        summary[f"{split}_videos"] = len(rows)
+    if write_videos:
+        for plan in plans:
+            write_video_file(plan, config, os.path.join(out_dir, "videos", f"{plan.uid}.mp4"))
+    return summary
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m utils.synthetic_downstream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["ek100"])
+    parser.add_argument("benchmark", choices=["ek100", "charades"])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -164,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    generators = {"ek100": generate_ek100}
+    generators = {"ek100": generate_ek100, "charades": generate_charades}
     print(json.dumps(generators[args.benchmark](args.out, seed=args.seed), indent=1))
     return 0
 

@@ -8,26 +8,8 @@ import torch.nn.functional as F
 
 from data_loader.ek100_mir import load_annotations
 from model.metrics.retrieval import ek100_mir_metrics
-from utils import distributed
+from trainer.evaluators.gather import gather_rows
 from utils.registry import EVALUATORS
-
-
-def gather_rows(rows: list[torch.Tensor], values: list[torch.Tensor], num_rows: int, what: str) -> torch.Tensor:
-    """Every rank's ``values`` (float [b, D] per batch) placed at their ``rows`` of one float64 [num_rows, D]
-    matrix, summed over ranks; raises unless each row was filled exactly once (no duplicate, none missing)."""
-    # rank 0's shard starts at row 0, so it always knows the width; a rank with an empty shard adds zeros
-    dim = distributed.broadcast_object(values[0].shape[1] if values else None)
-    matrix, counts = torch.zeros(num_rows, dim, dtype=torch.float64), torch.zeros(num_rows, dtype=torch.float64)
-    if rows:
-        index = torch.cat(rows).long()
-        matrix.index_add_(0, index, torch.cat(values).double().cpu())
-        counts.index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
-    matrix, counts = distributed.all_reduce_sum(matrix), distributed.all_reduce_sum(counts)
-    if not torch.all(counts == 1):
-        bad = torch.nonzero(counts != 1).flatten()[:5].tolist()
-        raise RuntimeError(f"{what}: rows {bad} were scored {counts[bad].tolist()} times; every row must be "
-                           f"scored exactly once across ranks")
-    return matrix
 
 
 def dual_softmax_similarity(text: torch.Tensor, video: torch.Tensor, temperature: float = 500.0) -> torch.Tensor:

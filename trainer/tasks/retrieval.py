@@ -65,7 +65,8 @@ def count_replaced_clips(task, batch: dict, logs: dict) -> None:
 class VideoTextRetrieval(Task):
     """Fine-tune or evaluate a dual encoder for video-text retrieval.
 
-    Step logs: ``loss/<objective name>``, ``data/mean_relevance`` (of the batch's captions), ``data/replaced_clips``.
+    Step logs: ``loss/<objective name>``, ``data/mean_relevance`` (of the batch's captions, when the batch has
+    them), ``data/replaced_clips``.
     """
 
     default_evaluators = ()
@@ -85,13 +86,16 @@ class VideoTextRetrieval(Task):
         with torch.autocast(device_type=ctx.device.type, enabled=False):
             sim = gathered_cosine(text.float(), video.float())
             if self._weighted:
+                if "relevance" not in batch:
+                    raise KeyError(f"{type(self.objective).__name__} needs each caption's 'relevance' in the batch")
                 sizes = gather_batch_sizes(len(batch["text"]), ctx.device)
                 weight = all_gather_with_grad(torch.as_tensor(batch["relevance"]).float().to(ctx.device), sizes)
                 loss = self.objective(sim, weight)
             else:
                 loss = self.objective(sim)
-        logs = {f"loss/{type(self.objective).__name__}": loss.detach(),
-                "data/mean_relevance": torch.as_tensor(batch["relevance"]).float().mean()}
+        logs = {f"loss/{type(self.objective).__name__}": loss.detach()}
+        if "relevance" in batch:
+            logs["data/mean_relevance"] = torch.as_tensor(batch["relevance"]).float().mean()
         count_replaced_clips(self, batch, logs)
         return StepOutput(loss=loss, num_samples=len(batch["text"]), logs=logs)
 
