@@ -83,7 +83,8 @@ INJECTED_ARGS = {
 # Untyped sections: (expected JSON type, required).
 PLAIN_SECTIONS = {"name": (str, True), "metrics": (list, False), "trainer": (dict, True)}
 # Typed sections a config must have, by what the run does with it.
-REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader")}
+REQUIRED_TYPED = {"train": ("arch", "data_loader", "optimizer", "loss"), "eval": ("arch", "valid_data_loader"),
+                  "extract": ("arch", "task")}
 DEFAULT_TASK = "EgoClipPretraining"
 TRAINER_OPTIONS_MODULE = "trainer.options"
 

@@ -192,9 +192,42 @@ def generate_charades(out_dir: str, seed: int = 0, num_train_videos: int = 6, nu
     return summary
 
 
+def generate_ego4d(out_dir: str, seed: int = 0, num_videos: int = 3, clips_per_video: tuple[int, int] = (4, 6),
+                   clip_duration: tuple[float, float] = (1.6, 3.0), fps: int = 10, frame_size: int = 64,
+                   write_videos: bool = True) -> dict:
+    """Write a synthetic Ego4D episodic-memory set under ``out_dir`` (see the module docstring); returns counts.
+
+    Each full-length video gets two annotated clips (its first and second half, ``video_start_sec`` /
+    ``video_end_sec`` in the video); video ``i`` goes to split ``train`` if even, else ``val``. NLQ queries ask
+    where the narrated actions happened; the moments files hold the same clips (as in Ego4D, a clip can be in
+    both benchmarks)."""
+    config = _config(seed, fps, frame_size, clips_per_video, clip_duration)
+    plans = [_plan_video(config, 2000 + i) for i in range(num_videos)]
+    splits: dict[str, list] = {"train": [], "val": []}
+    for i, plan in enumerate(plans):
+        duration = plan.num_frames / fps
+        halves = [(0.0, round(duration / 2, 2)), (round(duration / 2, 2), round(duration - 0.05, 2))]
+        clips = []
+        for k, (start, end) in enumerate(halves):
+            actions = [c for c in plan.clips if start <= c.start_frame / fps < end]
+            queries = [{"query": f"where did I see the {config.noun_name(c.noun)}?"} for c in actions[:2]]
+            clips.append({"clip_uid": f"{plan.uid[:8]}-clip{k}", "video_start_sec": start, "video_end_sec": end,
+                          "annotations": [{"language_queries": queries}]})
+        splits["train" if i % 2 == 0 else "val"].append({"video_uid": plan.uid, "clips": clips})
+    annotations = os.path.join(out_dir, "annotations")
+    for split, videos in splits.items():
+        for benchmark in ("moments", "nlq"):
+            _write_text(os.path.join(annotations, f"{benchmark}_{split}.json"),
+                        json.dumps({"version": "synthetic", "videos": videos}, indent=1))
+    if write_videos:
+        for plan in plans:
+            write_video_file(plan, config, os.path.join(out_dir, "videos", f"{plan.uid}.mp4"))
+    return {"out_dir": str(out_dir), "videos": len(plans), "clips": 2 * len(plans)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m utils.synthetic_downstream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["ek100", "charades"])
+    parser.add_argument("benchmark", choices=["ek100", "charades", "ego4d"])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -202,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    generators = {"ek100": generate_ek100, "charades": generate_charades}
+    generators = {"ek100": generate_ek100, "charades": generate_charades, "ego4d": generate_ego4d}
     print(json.dumps(generators[args.benchmark](args.out, seed=args.seed), indent=1))
     return 0
 

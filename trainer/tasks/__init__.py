@@ -3,5 +3,6 @@ from trainer.tasks.base import StepContext, StepOutput, Task
 from trainer.tasks.egoclip import EgoClipPretraining
 from trainer.tasks.retrieval import VideoTextRetrieval  # noqa: F401
 from trainer.tasks.recognition import VideoTextRecognition  # noqa: F401
+from trainer.tasks.extract import FeatureExtraction  # noqa: F401
 
 __all__ = ["Task", "StepOutput", "StepContext", "EgoClipPretraining"]
