@@ -79,9 +79,9 @@ def _qualname(obj) -> str:
 
 
 TASKS = Registry("task", ["trainer.tasks"])
-MODELS = Registry("model", ["model.model"])
-LOSSES = Registry("loss", ["model.loss"])
-LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.ek100_mir", "data_loader.charades_ego"])
+MODELS = Registry("model", ["model.model", "model.clep"])
+LOSSES = Registry("loss", ["model.loss", "model.clep"])
+LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.narration_features", "data_loader.labelled_features", "data_loader.ek100_mir", "data_loader.charades_ego"])
 EVALUATORS = Registry("evaluator", ["trainer.evaluators"])
-HOOKS = Registry("hook", ["trainer.hooks"])
+HOOKS = Registry("hook", ["trainer.hooks", "trainer.tasks.clep"])
 LR_SCHEDULES = Registry("lr_scheduler", ["trainer.lr_schedule"])
