@@ -1,6 +1,5 @@
 """Charades-Ego: the metadata CLI, the dataset (trimmed training segments, untrimmed test videos), the
-CharadesEgo evaluator on 1 and 2 gloo ranks, and zero-shot scoring with class-name prompts."""
-import json
+CharadesEgo evaluator against charades_map, zero-shot scoring with class-name prompts, fine-tuning."""
 import os
 import shutil
 from pathlib import Path
@@ -10,18 +9,13 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from data_loader.charades_ego import CharadesEgo, CharadesEgoDataLoader
 from data_loader.samplers import EpochIndex
 from data_loader.video_backends import VideoReadError
 from model.metric import charades_map
-from tests.downstream_fixtures import tiny_arch
-from tests.gloo_ranks import run_ranks
+from tests.downstream_fixtures import CPU, FixedScores, charades_labels, evaluate_charades_fixed, tiny_arch
 from trainer import launch
-from trainer.evaluation import evaluate_loader
-from trainer.evaluators.charades_ego import CharadesEgoMAP
-from trainer.tasks.base import StepContext
 from trainer.tasks.recognition import VideoTextRecognition
 from utils import charades_meta
 from utils.charades_meta import CharadesFormatError, parse_actions, read_classes
@@ -31,7 +25,6 @@ from utils.synthetic_downstream import generate_charades
 
 RES = 32
 ROOT = Path(__file__).resolve().parents[1]
-CPU = StepContext(device=torch.device("cpu"), global_step=0, epoch=0, total_epochs=0, total_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -125,39 +118,10 @@ def test_bad_videos_name_the_row(charades, tmp_path):
     assert all(row.startswith("metadata_train.csv row") for b in batches for row in b["replaced_rows"])
 
 
-class FixedScores(nn.Module):
-    def __init__(self, num_rows, num_classes):
-        super().__init__()
-        self.scores = torch.randn(num_rows, num_classes, generator=torch.Generator().manual_seed(1))
-
-    def evaluation_step(self, batch, ctx):
-        return {"scores": self.scores[batch["index"]]}
-
-
-def _labels(num_rows, num_classes):
-    labels = (torch.rand(num_rows, num_classes, generator=torch.Generator().manual_seed(2)) < 0.3).float()
-    labels[-1] = 0  # a video without labels
-    return labels
-
-
-def _evaluate(num_rows, num_classes):
-    labels = _labels(num_rows, num_classes)
-    loader = DataLoader([{"index": i, "label": labels[i]} for i in range(num_rows)], batch_size=2)
-    return evaluate_loader(FixedScores(num_rows, num_classes), loader, [CharadesEgoMAP()], CPU, show_progress=False)
-
-
-def _evaluate_on_rank(rank, world_size, out):
-    result = _evaluate(11, 5)
-    if rank == 0:
-        Path(out).write_text(json.dumps(result))
-
-
-def test_evaluator_equals_charades_map_on_one_and_two_ranks(tmp_path):
-    single = _evaluate(11, 5)
-    expected = charades_map(FixedScores(11, 5).scores, _labels(11, 5))
-    assert single == {"mAP": pytest.approx(expected["mAP"]), "classes_scored": expected["classes_scored"]}
-    run_ranks(_evaluate_on_rank, 2, str(tmp_path / "rank0.json"))
-    assert json.loads((tmp_path / "rank0.json").read_text()) == pytest.approx(single)
+def test_evaluator_equals_charades_map():
+    expected = charades_map(FixedScores(11, 5).scores, charades_labels(11, 5))
+    assert evaluate_charades_fixed(11, 5) == {"mAP": pytest.approx(expected["mAP"]),
+                                              "classes_scored": expected["classes_scored"]}
 
 
 def _tiny_config(charades, save_dir):

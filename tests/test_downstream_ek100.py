@@ -1,6 +1,5 @@
-"""EK-100 MIR: synthetic set in the real formats, annotation checks, dataset items, the evaluator on 1 and 2
-gloo ranks, and the retrieval task through the engine."""
-import json
+"""EK-100 MIR: synthetic set in the real formats, annotation checks, dataset items, the evaluator against the
+metric, and the retrieval task through the engine."""
 import os
 import pickle
 import shutil
@@ -11,18 +10,14 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from data_loader.ek100_mir import EK100MIR, AnnotationError, EK100MIRDataLoader, load_annotations, load_relevancy
 from data_loader.samplers import EpochIndex
 from data_loader.video_backends import VideoReadError
 from model.metric import ek100_mir_metrics
-from tests.downstream_fixtures import tiny_arch
-from tests.gloo_ranks import run_ranks
+from tests.downstream_fixtures import FixedEmbeddings, evaluate_ek100_fixed, tiny_arch
 from trainer import launch
-from trainer.evaluation import evaluate_loader
 from trainer.evaluators.ek100_mir import EK100MIRRetrieval, dual_softmax_similarity
-from trainer.tasks.base import StepContext
 from trainer.tasks.retrieval import model_video_input
 from utils.config import ConfigParser
 from utils.config_files import load_config_file
@@ -150,46 +145,16 @@ def test_missing_video_fails_evaluation_and_is_replaced_in_lax_training(ek100, t
     assert all(v.shape[1:] == (4, 3, RES, RES) for v in (b["video"] for b in batches))
 
 
-class FixedEmbeddings(nn.Module):
-    """A stand-in task whose embeddings are a fixed function of the clip row (so shards must not matter)."""
-
-    def __init__(self, num_rows, dim=6):
-        super().__init__()
-        generator = torch.Generator().manual_seed(0)
-        self.text, self.video = torch.randn(num_rows, dim, generator=generator), torch.randn(num_rows, dim,
-                                                                                             generator=generator)
-
-    def evaluation_step(self, batch, ctx):
-        return {"text": self.text[batch["index"]], "video": self.video[batch["index"]]}
-
-
-def _evaluate(meta_dir, num_rows):
-    loader = DataLoader([{"index": i} for i in range(num_rows)], batch_size=3)
-    ctx = StepContext(device=torch.device("cpu"), global_step=0, epoch=0, total_epochs=0, total_steps=0)
-    return evaluate_loader(FixedEmbeddings(num_rows), loader, [EK100MIRRetrieval(meta_dir, dual_softmax=True)], ctx,
-                           show_progress=False)
-
-
-def _evaluate_on_rank(rank, world_size, meta_dir, num_rows, out):
-    result = _evaluate(meta_dir, num_rows)
-    if rank == 0:
-        with open(out, "w") as f:
-            json.dump(result, f)
-
-
-def test_evaluator_equals_the_metric_and_is_the_same_on_two_ranks(ek100, tmp_path):
+def test_evaluator_equals_the_metric(ek100):
     ann = load_annotations(ek100["meta_dir"], "test")
     num_rows = len(ann.clips)
-    single = _evaluate(ek100["meta_dir"], num_rows)
+    single = evaluate_ek100_fixed(ek100["meta_dir"], num_rows)
     fixed = FixedEmbeddings(num_rows)
     text, video = fixed.text.double(), fixed.video.double()
     cosine = (nn.functional.normalize(video, dim=1) @ nn.functional.normalize(text, dim=1).t())[:, ann.sentence_rows]
     assert single == {**ek100_mir_metrics(cosine, ann.relevancy), **{
         f"dual_softmax/{k}": v for k, v in ek100_mir_metrics(
             dual_softmax_similarity(text, video).t()[:, ann.sentence_rows], ann.relevancy).items()}}
-    out = tmp_path / "rank0.json"
-    run_ranks(_evaluate_on_rank, 2, ek100["meta_dir"], num_rows, str(out))
-    assert json.loads(out.read_text()) == pytest.approx(single)
 
 
 def test_evaluator_refuses_rows_scored_twice(ek100):
