@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from data_loader.feature_store import FolderFeatureStore, H5FeatureWriter
+from utils.charades_meta import read_charades_csv, read_classes
 from utils.json_stream import iter_object_members
 from utils.text import normalize_narration
 
@@ -90,7 +91,8 @@ def video_narrations(path, uid: str, entry) -> list[tuple[str, float, str]]:
 
 def write_narration_table(narration_json, ego4d_json, feature_dir, out_csv, rules: NarrationFilter,
                           skip_missing_features: bool = False) -> dict:
-    """Stream ``narration.json`` into ``out_csv`` (kept narrations, each video's rows together and sorted by time) and return the counts.
+    """Stream ``narration.json`` into ``out_csv`` (kept narrations, each video's rows together and sorted by
+    time) and return the counts.
 
     A video with narrations but no ``<uid>.pt`` in ``feature_dir`` fails the stage, naming the files,
     unless ``skip_missing_features`` (then it is dropped and counted)."""
@@ -224,21 +226,6 @@ def clean_label(name: str) -> str:
     return " ".join(name.replace('"', "").replace("'", "").replace("_", " ").split())
 
 
-def parse_charades_actions(actions, num_classes: int) -> np.ndarray:
-    """Multi-hot float32 [num_classes] from a Charades ``actions`` field ``"c092 11.9 21.2;c147 0.0 12.0"``
-    (empty or NaN: no label)."""
-    labels = np.zeros(num_classes, dtype=np.float32)
-    if not isinstance(actions, str) or not actions.strip():
-        return labels
-    for action in actions.split(";"):
-        code = action.split()[0]
-        index = int(code.lstrip("c"))
-        if not 0 <= index < num_classes:
-            raise ValueError(f"Charades action class {code!r} is out of range for {num_classes} classes")
-        labels[index] = 1
-    return labels
-
-
 def _write_labelled_set(out: Path, items, classes: list[str], prompts: dict, feature_dir, encoder,
                         expected_dim: int | None) -> dict:
     """``items``: (key, class ids, ego). Features of missing keys are skipped and counted."""
@@ -284,20 +271,12 @@ def preprocess_k400(labels_csv, feature_dir, out: Path, encoder, expected_dim=No
 
 
 def preprocess_charades(test_csv, classes_txt, feature_dir, out: Path, encoder, expected_dim=None) -> dict:
-    classes = []
-    for number, line in enumerate(Path(classes_txt).read_text().splitlines(), 1):
-        code, _, name = line.strip().partition(" ")
-        if not line.strip():
-            continue
-        if code != f"c{len(classes):03d}" or not name:
-            raise ValueError(f"{classes_txt}:{number}: expected 'c{len(classes):03d} <class name>', got {line!r}")
-        classes.append(clean_label(name))
-    table = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
-    for column in ("id", "actions"):
-        if column not in table:
-            raise ValueError(f"{test_csv}: needs an '{column}' column")
-    items = [(row["id"], np.flatnonzero(parse_charades_actions(row["actions"], len(classes))).tolist(),
-              row["id"].endswith("EGO")) for _, row in table.iterrows()]
+    """Charades-Ego videos (``id``, ``actions`` of ``CharadesEgo_v1_test.csv``; ids ending in ``EGO`` are
+    egocentric) with the class names of ``Charades_v1_classes.txt``, cleaned like the Kinetics labels."""
+    classes = [clean_label(name) for name in read_classes(str(classes_txt))]
+    table = read_charades_csv(str(test_csv), len(classes))
+    items = [(video, sorted({cls for cls, _, _ in actions}), video.endswith("EGO"))
+             for video, actions in zip(table["id"], table["action_list"])]
     return _write_labelled_set(out, items, classes, CHARADES_PROMPTS, feature_dir, encoder, expected_dim)
 
 

@@ -1,10 +1,11 @@
 """CLEP: two projection towers over precomputed sentence embeddings and video features, a learnable logit scale,
 and the symmetric contrastive objective with hard, soft or BCE targets.
 
-``S = scale · T Vᵀ`` (rows text, columns video), ``L = ½[CE(S, targets) + CE(Sᵀ, targetsᵀ)]``. The logit scale is
-a parameter ``s`` initialised to ln(1/0.07) and clamped to [0, ln 100] after every optimizer step (a hook does it);
-the multiplier is ``exp(s)`` in mode 'exp' (CLIP, up to 100) or ``s`` itself in mode 'raw' (what Ego4D's CLEP
-code does, up to 4.6 — with unnormalised embeddings, where the embedding norms carry the scale).
+``S = scale · T Vᵀ`` (rows text, columns video), ``L = ½[CE(S, targets) + CE(Sᵀ, targetsᵀ)]``. The logit scale
+is a parameter ``s`` initialised to ln(1/0.07) and clamped to [0, ln 100] after every optimizer step (a hook does
+it); the multiplier is ``exp(s)`` in mode 'exp' (CLIP, 14.3 at the start, at most 100; the default) or ``s`` itself in
+mode 'raw' (what Ego4D's CLEP code does: 2.66 to 4.61, so the "temperature" is not CLIP's; with its unnormalised
+embeddings the embedding norms carry the scale).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class LogitScale(nn.Module):
     """A learnable logit scale ``s`` (0-d parameter): ``forward()`` is ``exp(s)`` ('exp') or ``s`` ('raw');
     :meth:`clamp_` keeps ``s`` in ``[minimum, maximum]``."""
 
-    def __init__(self, mode: Literal["raw", "exp"] = "raw", init: float = CLIP_LOGIT_SCALE,
+    def __init__(self, mode: Literal["raw", "exp"] = "exp", init: float = CLIP_LOGIT_SCALE,
                  minimum: float = 0.0, maximum: float = MAX_LOGIT_SCALE):
         super().__init__()
         if mode not in ("raw", "exp"):
@@ -72,7 +73,7 @@ class CLEPTwoTower(nn.Module):
     and 1536 (Omnivore Swin-L) in, 1536 hidden and out."""
 
     def __init__(self, text_dim: int = 768, video_dim: int = 1536, hidden_dim: int = 1536, embed_dim: int = 1536,
-                 logit_scale_mode: Literal["raw", "exp"] = "raw", logit_scale_init: float = CLIP_LOGIT_SCALE,
+                 logit_scale_mode: Literal["raw", "exp"] = "exp", logit_scale_init: float = CLIP_LOGIT_SCALE,
                  logit_scale_max: float = MAX_LOGIT_SCALE):
         super().__init__()
         self.text_proj = projection_tower(text_dim, hidden_dim, embed_dim)
@@ -98,7 +99,8 @@ class CLEPLoss(nn.Module):
     Args:
         targets: 'hard' (the matching pair), 'soft' (cross-entropy against text-similarity targets) or 'bce'
             (binary cross-entropy with logits against the same targets as 'soft', or the diagonal).
-        normalize_embeddings: L2-normalise both towers' outputs first (Ego4D's ``norm_logits``; off upstream).
+        normalize_embeddings: L2-normalise both towers' outputs first, so the logits are scaled cosines as in CLIP
+            (Ego4D's ``norm_logits``, off in its recipe).
         soft_threshold: affinity ``(cos(t_i, t_j) + 1) / 2`` of the ``text_no_tag`` embeddings at or above which
             a pair is a positive ('soft' and 'bce'); None with 'bce': the diagonal only.
         soft_weighting: positives weighted by their affinity ('similarity') or 1 ('binary').
@@ -108,7 +110,7 @@ class CLEPLoss(nn.Module):
     ``clep`` (the loss, detached).
     """
 
-    def __init__(self, targets: Literal["hard", "soft", "bce"] = "hard", normalize_embeddings: bool = False,
+    def __init__(self, targets: Literal["hard", "soft", "bce"] = "hard", normalize_embeddings: bool = True,
                  soft_threshold: float | None = 0.95, soft_weighting: Literal["similarity", "binary"] = "similarity",
                  normalize_targets: bool = True):
         super().__init__()

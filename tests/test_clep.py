@@ -77,7 +77,7 @@ def test_a_video_missing_from_the_embeddings_is_named(tmp_path):
 
 def test_towers_use_xavier_relu_init_and_the_raw_scale_is_the_multiplier():
     torch.manual_seed(0)
-    model = CLEPTwoTower(text_dim=16, video_dim=24, hidden_dim=32, embed_dim=8)
+    model = CLEPTwoTower(text_dim=16, video_dim=24, hidden_dim=32, embed_dim=8, logit_scale_mode="raw")
     first = model.visual_proj[0]
     bound = math.sqrt(2) * math.sqrt(6 / (24 + 32))
     assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
@@ -114,16 +114,20 @@ def test_biases_and_the_logit_scale_get_no_weight_decay():
     assert no_decay == {id(p) for name, p in named.items() if name.endswith("bias") or "logit_scale" in name}
 
 
-def test_the_training_step_loss_is_the_clep_loss_at_the_model_scale():
+@pytest.mark.parametrize("mode,normalize,scale", [("raw", False, math.log(1 / 0.07)), ("exp", True, 1 / 0.07)])
+def test_the_training_step_loss_is_the_clep_loss_at_the_model_scale(mode, normalize, scale):
     from model.clep import CLEPLoss
     torch.manual_seed(1)
-    model = CLEPTwoTower(text_dim=6, video_dim=5, hidden_dim=8, embed_dim=4)
+    model = CLEPTwoTower(text_dim=6, video_dim=5, hidden_dim=8, embed_dim=4, logit_scale_mode=mode)
     batch = {"video": torch.randn(5, 5), "text": torch.randn(5, 6), "text_no_tag": torch.randn(5, 6)}
     ctx = SimpleNamespace(device=torch.device("cpu"))
-    output = CLEPTraining(model, CLEPLoss()).training_step(batch, ctx)
+    output = CLEPTraining(model, CLEPLoss(normalize_embeddings=normalize)).training_step(batch, ctx)
     text, video = model(batch["text"], batch["video"])
-    expected = contrastive_loss(text @ video.t(), scale=math.log(1 / 0.07))
-    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    if normalize:
+        text, video = torch.nn.functional.normalize(text, dim=1), torch.nn.functional.normalize(video, dim=1)
+    expected = contrastive_loss(text @ video.t(), scale=scale)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert output.logs["schedule/logit_scale"].item() == pytest.approx(scale, rel=1e-6)
     assert set(output.logs) == {"loss/clep", "schedule/logit_scale"}
 
 
@@ -196,13 +200,13 @@ def test_zero_shot_accuracy_goes_from_chance_to_above_80_percent(clep_processed,
 
 def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processed, tmp_path):
     config = _synthetic_config(clep_processed, tmp_path, epochs=1, max_steps_per_epoch=3)
-    config.pop("valid_data_loader")
-    config.pop("evaluators")
-    config["hooks"] = [{"type": "ClampLogitScale", "args": {}}, {"type": "LearningCurves", "args": {"every_epochs": 9}}]
+    config["hooks"] = [{"type": "ClampLogitScale", "args": {}},
+                       {"type": "EvaluateEverySteps", "args": {"every_steps": 1000}},   # once, at the end
+                       {"type": "LearningCurves", "args": {"every_epochs": 9}}]
     config["loss"]["args"]["targets"] = "soft"                # gathered targets too
     config["data_loader"]["args"]["batch_size"] = 16
     single = ConfigParser(copy.deepcopy(config), device="cpu", run_id="single")
-    launch.train(single)
+    single_metrics = launch.train(single)
     config["data_loader"]["args"]["batch_size"] = 8
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(config))
@@ -211,8 +215,15 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processe
          str(ROOT / "run" / "train.py"), "-c", str(path), "-d", "cpu", "--run-id", "ddp"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    ddp_dir = tmp_path / config["name"] / "ddp"
     one = load_training_checkpoint(single.run_dir / "latest.pth")
-    two = load_training_checkpoint(tmp_path / config["name"] / "ddp" / "latest.pth")
+    two = load_training_checkpoint(ddp_dir / "latest.pth")
     assert two["world_size"] == 2 and two["global_step"] == one["global_step"] == 3
     for key in one["state_dict"]:
         torch.testing.assert_close(two["state_dict"][key], one["state_dict"][key], rtol=0, atol=2e-6)
+    # evaluation sharded over the two ranks counts every labelled video once
+    ddp_metrics = json.loads((ddp_dir / "final_metrics.json").read_text())
+    assert ddp_metrics["loader0/videos"] == single_metrics["loader0/videos"] == 10 * SMALL.k400_clips_per_class
+    assert ddp_metrics["loader1/videos"] == SMALL.charades_clips
+    for key, value in single_metrics.items():
+        assert ddp_metrics[key] == (pytest.approx(value, abs=1e-3) if isinstance(value, float) else value), key

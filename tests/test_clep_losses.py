@@ -92,7 +92,7 @@ def test_clep_loss_uses_the_scale_it_is_given_and_gradients_reach_it():
     generator = torch.Generator().manual_seed(5)
     text, video = torch.randn(6, 8, generator=generator), torch.randn(6, 8, generator=generator)
     scale = torch.tensor(2.659, requires_grad=True)
-    loss, components = CLEPLoss()(text, video, scale)
+    loss, components = CLEPLoss(normalize_embeddings=False)(text, video, scale)
     assert loss.item() == pytest.approx(contrastive_loss(text @ video.t(), scale=2.659).item(), rel=1e-6)
     assert components["clep"].item() == loss.item()
     loss.backward()
@@ -103,7 +103,8 @@ def test_clep_soft_loss_reads_the_untagged_text_and_needs_it():
     generator = torch.Generator().manual_seed(6)
     text, video = torch.randn(4, 8, generator=generator), torch.randn(4, 8, generator=generator)
     no_tag = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])  # rows 0 and 2 are duplicates
-    loss, _ = CLEPLoss(targets="soft", soft_threshold=0.95)(text, video, torch.tensor(1.0), text_no_tag=no_tag)
+    loss, _ = CLEPLoss(targets="soft", soft_threshold=0.95, normalize_embeddings=False)(text, video, torch.tensor(1.0),
+                                                                                   text_no_tag=no_tag)
     weights = similarity_targets(F.normalize(no_tag, dim=1) @ F.normalize(no_tag, dim=1).t(), 0.95)
     assert weights[0, 2] == 1 and weights[0, 1] == 0
     assert loss.item() == pytest.approx(contrastive_loss(text @ video.t(), weights, scale=1.0, targets="soft").item())

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data_loader.clep_preprocess import (parse_charades_actions, preprocess, video_narrations,
-                                         write_narration_table, NarrationFilter)
+from data_loader.clep_preprocess import NarrationFilter, preprocess, video_narrations, write_narration_table
 from data_loader.feature_store import H5FeatureStore
 from model.text_encoders import HashTextEncoder, MeanPoolingEncoder, minilm_model_dir
 from tests.clep_fixtures import SMALL, CountingEncoder, clep_processed, clep_raw, single_thread  # noqa: F401
@@ -61,13 +60,6 @@ def test_both_passes_are_merged_by_time_and_malformed_entries_are_named():
         video_narrations("n.json", "v", entry)
 
 
-def test_charades_actions_parse_to_multi_hot():
-    assert np.flatnonzero(parse_charades_actions("c092 11.9 21.2;c001 0.0 12.0", 157)).tolist() == [1, 92]
-    assert not parse_charades_actions("", 157).any()
-    with pytest.raises(ValueError, match="c200"):
-        parse_charades_actions("c200 1 2", 157)
-
-
 def test_preprocessed_set_round_trips_through_the_feature_store(clep_raw, clep_processed):
     report = json.loads((clep_processed / "preprocess_report.json").read_text())
     assert report["narrations"]["videos_excluded_split"] == SMALL.num_val_videos
@@ -89,6 +81,11 @@ def test_preprocessed_set_round_trips_through_the_feature_store(clep_raw, clep_p
     assert set(classes["prompts"]) == {"name", "person_doing"}
     assert torch.equal(classes["prompts"]["person_doing"][1],
                        torch.from_numpy(encoder.encode(["The person in this video is doing cut onion"])[0]))
+    charades = pd.read_csv(clep_processed / "charades" / "labels.csv", dtype=str)
+    source = pd.read_csv(clep_raw / "charades" / "CharadesEgo_v1_test.csv", dtype=str).set_index("id")
+    for key, labels, ego in charades.itertuples(index=False):
+        expected = sorted({int(action.split()[0][1:]) for action in source.loc[key, "actions"].split(";")})
+        assert [int(c) for c in labels.split(";")] == expected and (ego == "1") == key.endswith("EGO")
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(clep_raw, clep_processed, tmp_path):
