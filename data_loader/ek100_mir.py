@@ -103,7 +103,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def load_relevancy(path: str) -> np.ndarray:
-    """The pickled relevancy array [clips, sentences] as float32, loaded without executing pickled code."""
+    """The pickled relevancy array [clips, sentences] (its own float dtype), loaded without executing pickled code."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"EK-100 relevancy file {path} not found")
     with open(path, "rb") as f:
@@ -114,7 +114,7 @@ def load_relevancy(path: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.ndim != 2:
         raise AnnotationError(f"{path}: expected a 2-D array [clips, sentences], got {type(array).__name__} "
                               f"{getattr(array, 'shape', '')}")
-    return array.astype(np.float32, copy=False)
+    return array
 
 
 @dataclass

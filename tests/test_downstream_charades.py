@@ -16,6 +16,7 @@ from data_loader.video_backends import VideoReadError
 from model.metric import charades_map
 from tests.downstream_fixtures import CPU, FixedScores, charades_labels, evaluate_charades_fixed, tiny_arch
 from trainer import launch
+from trainer.evaluators.charades_ego import random_scores_map
 from trainer.tasks.recognition import VideoTextRecognition
 from utils import charades_meta
 from utils.charades_meta import CharadesFormatError, parse_actions, read_classes
@@ -155,3 +156,10 @@ def test_fine_tuning_runs_on_the_engine(charades, tmp_path):
     metrics = launch.train(ConfigParser(_tiny_config(charades, tmp_path), source="charades_demo.json", device="cpu"))
     assert 0 < metrics["mAP"] <= 100 and metrics["classes_scored"] >= 2
     assert np.isfinite(metrics["mAP"])
+
+
+def test_random_scores_baseline_is_the_chance_level():
+    # one positive among two videos per class: AP is 1 or 1/2 with equal chance, 75 % in expectation
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert random_scores_map(labels, 2000) == pytest.approx(75.0, abs=1.5)
+    assert random_scores_map(torch.ones(3, 2), 5) == 100.0

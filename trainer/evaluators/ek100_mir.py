@@ -1,6 +1,7 @@
 """EK-100 multi-instance retrieval: mAP and nDCG of every test clip against every test sentence."""
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -10,6 +11,13 @@ from data_loader.ek100_mir import load_annotations
 from model.metrics.retrieval import ek100_mir_metrics
 from trainer.evaluators.gather import gather_rows
 from utils.registry import EVALUATORS
+
+
+@functools.lru_cache(maxsize=2)
+def cached_annotations(meta_dir: str, split: str):
+    """The split's annotations with its relevancy matrix, read once per process (evaluators are built anew for
+    every evaluation)."""
+    return load_annotations(meta_dir, split)
 
 
 def dual_softmax_similarity(text: torch.Tensor, video: torch.Tensor, temperature: float = 500.0) -> torch.Tensor:
@@ -42,13 +50,10 @@ class EK100MIRRetrieval:
     def __init__(self, meta_dir: str, split: Literal["train", "test"] = "test",
                  nan_policy: Literal["omit", "propagate"] = "omit", dual_softmax: bool = False):
         self.meta_dir, self.split, self.nan_policy, self.dual_softmax = meta_dir, split, nan_policy, dual_softmax
-        self._annotations = None
 
     @property
     def annotations(self):
-        if self._annotations is None:
-            self._annotations = load_annotations(self.meta_dir, self.split)
-        return self._annotations
+        return cached_annotations(self.meta_dir, self.split)
 
     def reset(self) -> None:
         self.rows, self.text, self.video = [], [], []
