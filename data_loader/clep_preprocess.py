@@ -156,7 +156,8 @@ def copy_video_features(table_csv, feature_dir, out_h5, expected_dim: int | None
     A file that is not a [T, D] tensor, or whose D differs from the first video's (or ``expected_dim``),
     fails naming the file."""
     store = FolderFeatureStore(feature_dir)
-    uids = pd.read_csv(table_csv, usecols=["video_uid"], dtype=str)["video_uid"].unique()
+    uids = list(dict.fromkeys(uid for chunk in pd.read_csv(table_csv, usecols=["video_uid"], dtype=str,
+                                                           chunksize=500_000) for uid in chunk["video_uid"].unique()))
     dim = expected_dim
     with H5FeatureWriter(out_h5) as out:
         for uid in tqdm(uids, desc="video features", unit=" videos"):

@@ -28,10 +28,10 @@ from utils.registry import LOADERS
 logger = logging.getLogger(__name__)
 
 
-def mean_gaps(uids: np.ndarray, times: np.ndarray) -> pd.Series:
-    """β per video: the mean gap (s) between consecutive narration times (rows grouped by video, sorted);
-    NaN for a video with one narration."""
-    frame = pd.DataFrame({"uid": uids, "ts": times})
+def mean_gaps(videos: np.ndarray, times: np.ndarray) -> pd.Series:
+    """β per video (indexed by the values of ``videos``): the mean gap (s) between consecutive narration times
+    (rows grouped by video, sorted); NaN for a video with one narration."""
+    frame = pd.DataFrame({"uid": videos, "ts": times})
     return frame.groupby("uid", sort=False)["ts"].agg(lambda ts: np.diff(ts.to_numpy()).mean() if len(ts) > 1
                                                        else np.nan)
 
@@ -57,53 +57,58 @@ class NarrationFeatureDataset(Dataset):
         if not table_path.is_file():
             raise FileNotFoundError(f"{table_path} does not exist: run run/preprocess_clep.py --out {self.root}")
         table = pd.read_csv(table_path, usecols=["video_uid", "timestamp_sec"], dtype={"video_uid": str})
-        uids, times = table["video_uid"].to_numpy(), table["timestamp_sec"].to_numpy(np.float64)
-        row_in_video = table.groupby("video_uid", sort=False).cumcount().to_numpy()
-        gaps = mean_gaps(uids, times)
-        kept_videos = gaps.index[~(gaps < min_mean_gap)]
-        self.dropped_videos = len(gaps) - len(kept_videos)
+        codes, names = pd.factorize(table["video_uid"])      # per narration: its video's index into names
+        times = table["timestamp_sec"].to_numpy(np.float64)
+        row_in_video = table.groupby("video_uid", sort=False).cumcount().to_numpy(np.int32)
+        counts = np.bincount(codes, minlength=len(names))
+        gaps = mean_gaps(codes, times).reindex(range(len(names)))
+        kept_videos = ~(gaps < min_mean_gap).to_numpy()
+        self.dropped_videos = int((~kept_videos).sum())
         if self.dropped_videos:
             logger.info("%s: %d of %d videos dropped (mean narration gap < %s s)", table_path, self.dropped_videos,
-                        len(gaps), min_mean_gap)
-        keep = np.isin(uids, kept_videos)
-        self.uids, self.times, self.rows = uids[keep], times[keep], row_in_video[keep]
+                        len(names), min_mean_gap)
+        keep = kept_videos[codes]
+        self.video_uids = np.asarray(names, dtype=object)
+        self.codes, self.times, self.rows = codes[keep].astype(np.int32), times[keep], row_in_video[keep]
         if window == "egovlp":
-            beta = gaps[kept_videos].fillna(gaps[kept_videos].mean())
-            half = beta / (2 * beta.mean())
-            self.half_width = half.loc[self.uids].to_numpy()
+            beta = gaps.where(kept_videos)
+            beta = beta.fillna(beta.mean())
+            self.half_width = (beta / (2 * beta[kept_videos].mean())).to_numpy()[self.codes]
         else:
-            self.half_width = np.full(len(self.uids), float(window_sec))
+            self.half_width = np.full(len(self.codes), float(window_sec))
         self.video = H5FeatureStore(self.root / "video_features.hdf5")
         self.text = H5FeatureStore(self.root / "narration_text.hdf5")
         self.text_no_tag = H5FeatureStore(self.root / "narration_text_no_tag.hdf5")
-        self.num_rows = self._check_stores(table_path, pd.Series(self.uids).value_counts())
+        self.num_rows = self._check_stores(table_path, counts, kept_videos)
 
-    def _check_stores(self, table_path, narrations_per_video: pd.Series) -> dict[str, int]:
-        """Rows of each video's features; ValueError naming the store and video that does not match the table."""
-        num_rows = {}
-        for uid, count in narrations_per_video.items():
+    def _check_stores(self, table_path, counts: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Feature rows of each video (0 for dropped ones); ValueError naming the store and the video that does
+        not match the table."""
+        num_rows = np.zeros(len(self.video_uids), dtype=np.int64)
+        for code in np.flatnonzero(kept):
+            uid, count = self.video_uids[code], counts[code]
             for store in (self.video, self.text, self.text_no_tag):
                 if uid not in store:
                     raise ValueError(f"{store.path} has no '{uid}', which {table_path} narrates; rerun the "
                                      "preprocessing")
             for store in (self.text, self.text_no_tag):
                 stored = store.num_rows(uid)
-                if stored < count:
-                    raise ValueError(f"{store.path}: '{uid}' has {stored} embeddings, fewer than its narrations in "
-                                     f"{table_path}")
-            num_rows[uid] = self.video.num_rows(uid)
+                if stored != count:
+                    raise ValueError(f"{store.path}: '{uid}' has {stored} embeddings but {count} narrations in "
+                                     f"{table_path}; rerun the preprocessing")
+            num_rows[code] = self.video.num_rows(uid)
         return num_rows
 
     def __len__(self) -> int:
-        return len(self.uids)
+        return len(self.codes)
 
     def window(self, index: int) -> tuple[int, int]:
         """Feature rows ``[start, stop)`` of narration ``index``."""
-        uid, ts, w = self.uids[index], self.times[index], self.half_width[index]
-        return feature_slice(ts - w, ts + w, self.features_per_second, self.num_rows[uid])
+        ts, w = self.times[index], self.half_width[index]
+        return feature_slice(ts - w, ts + w, self.features_per_second, int(self.num_rows[self.codes[index]]))
 
     def __getitem__(self, index: int) -> dict:
-        uid, row = self.uids[index], int(self.rows[index])
+        uid, row = self.video_uids[self.codes[index]], int(self.rows[index])
         start, stop = self.window(index)
         return {"video": torch.from_numpy(self.video.read(uid, start, stop).mean(axis=0)),
                 "text": torch.from_numpy(self.text.read(uid, row, row + 1)[0]),
