@@ -227,3 +227,20 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processe
     assert ddp_metrics["loader1/videos"] == SMALL.charades_clips
     for key, value in single_metrics.items():
         assert ddp_metrics[key] == (pytest.approx(value, abs=1e-3) if isinstance(value, float) else value), key
+
+
+def test_evaluate_every_steps_runs_at_the_start_every_n_steps_and_at_the_end(tmp_path):
+    import tests.tiny_task  # noqa: F401  (registers the tiny task's classes)
+    from tests.test_engine import scalars, tiny_task_config
+    config = tiny_task_config(tmp_path, epochs=2, monitor="off")    # 8 steps per epoch
+    config["hooks"] = [{"type": "EvaluateEverySteps", "args": {"every_steps": 5, "at_start": True,
+                                                                "monitor": "max top1"}},
+                       {"type": "LearningCurves", "args": {"every_epochs": 100}}]
+    parser = ConfigParser(copy.deepcopy(config), device="cpu", run_id="steps")
+    launch.train(parser)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(parser.run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/top1")] == [0, 5, 10, 15, 16]
+    best = load_training_checkpoint(parser.run_dir / "model_best.pth")
+    assert best["hooks"]["EvaluateEverySteps"]["best"] == max(scalars(parser.run_dir / "tensorboard")["val/top1"])
