@@ -199,11 +199,17 @@ class SSLVideoLoader(DataLoader):
             dataset = ConcatDataset([_OffsetVideos(bank, len(dataset.source.num_frames)), dataset])
         order = EpochDistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=shuffle,
                                         seed=seed, drop_last=drop_last)
+        self.seed = seed
         super().__init__(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last,
-                         num_workers=num_workers, worker_init_fn=ignore_preemption_signals)
+                         num_workers=num_workers, worker_init_fn=ignore_preemption_signals,
+                         generator=torch.Generator())
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        """The epoch's sample order; worker seeds from ``(seed, rank, epoch)``, never from the global RNG (so a
+        resumed run draws the same random numbers as an uninterrupted one)."""
         self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, get_rank(), epoch]).generate_state(1)[0]))
 
 
 class _OffsetVideos(Dataset):

@@ -77,7 +77,8 @@ class WeightedKNN(_FeatureCollector):
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int = 15,
                      lr: float = 0.1, gamma: float = 0.8, batch_size: int = 64, seed: int = 0) -> torch.nn.Linear:
-    """A linear classifier on frozen features: Adadelta, StepLR(γ per epoch), cross-entropy on log-softmax."""
+    """A linear classifier on frozen features: Adadelta, StepLR(γ per epoch), cross-entropy on log-softmax.
+    Trains with gradients on even when called under ``torch.no_grad`` (the evaluation loop)."""
     generator = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(features.shape[1], num_classes)
     with torch.no_grad():
@@ -85,13 +86,14 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
         head.bias.zero_()
     optimizer = torch.optim.Adadelta(head.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
-    for _ in range(epochs):
-        for rows in torch.randperm(len(features), generator=generator).split(batch_size):
-            loss = F.nll_loss(F.log_softmax(head(features[rows]), dim=1), labels[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for rows in torch.randperm(len(features), generator=generator).split(batch_size):
+                loss = F.nll_loss(F.log_softmax(head(features[rows]), dim=1), labels[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            schedule.step()
     return head
 
 
