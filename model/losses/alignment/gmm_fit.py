@@ -2,8 +2,9 @@
 
 ``p_j = Σ_k ψ_k p_j^(k)`` with ``p^(k)_j ∝ exp(−(j − μ_k)² / 2σ_k²)`` normalised over the grid ``j = 0 … M−1``.
 The fit minimises ``KL(α ‖ p)`` by weighted expectation-maximisation on the grid (each EM step does not increase
-it); means start evenly spaced, variances at M (clamped below at ``min_var``), weights uniform. It runs without
-gradient: as in GTCC, the mixture is a fixed target for the loss, not a path for gradients.
+it); means start evenly spaced, variances at M (clamped below at ``min_var``), weights uniform. By default it runs
+without gradient (as in GTCC, the mixture is a fixed target for the loss); ``differentiable=True`` back-propagates
+through the unrolled EM steps into ``alpha``.
 """
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ def discretised_gaussians(means: torch.Tensor, variances: torch.Tensor, length: 
     return logits.softmax(dim=-1)
 
 
-@torch.no_grad()
 def fit_discrete_gmm(alpha: torch.Tensor, num_components: int, iterations: int = 20,
-                     min_var: float = 0.5) -> DiscreteGMM:
+                     min_var: float = 0.5, differentiable: bool = False) -> DiscreteGMM:
     """Fit one mixture to each row of ``alpha [A, M]`` (rows are distributions over M indices)."""
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        return _fit(alpha if differentiable else alpha.detach(), num_components, iterations, min_var)
+
+
+def _fit(alpha: torch.Tensor, num_components: int, iterations: int, min_var: float) -> DiscreteGMM:
     rows, length = alpha.shape
-    alpha = alpha.detach()
     grid = torch.arange(length, dtype=alpha.dtype, device=alpha.device)
     # means at the centres of K equal bins of the grid
     means = ((torch.arange(num_components, dtype=alpha.dtype, device=alpha.device) + 0.5)
