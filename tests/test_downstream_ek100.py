@@ -206,3 +206,19 @@ def test_fine_tuning_runs_on_the_engine_and_logs_its_loss(ek100, tmp_path):
     assert "train/loss/AdaptiveMaxMarginRankingLoss" in tags or any(t.endswith("loss/AdaptiveMaxMarginRankingLoss")
                                                                     for t in tags)
     assert any(t.endswith("mAP_AVG") for t in tags)
+
+
+def test_training_positives_are_cached_beside_the_pickle_and_rebuilt_when_it_changes(ek100, tmp_path):
+    data = copy_set(ek100, tmp_path)
+    pickle_path = os.path.join(data["meta_dir"], "relevancy", "caption_relevancy_EPIC_100_retrieval_train.pkl")
+    first = EK100MIR(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES)
+    assert os.path.isfile(pickle_path + ".positives_0.1.npz")
+    cached = EK100MIR(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES)
+    for name in ("positive_offsets", "positive_ids", "positive_relevance"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(cached, name))
+    relevancy = load_relevancy(pickle_path)
+    with open(pickle_path, "wb") as f:
+        pickle.dump(relevancy[:, :-1], f)  # a newer pickle: the cache is rebuilt, and checked
+    os.utime(pickle_path, (os.path.getmtime(pickle_path) + 10,) * 2)
+    with pytest.raises(AnnotationError, match=r"caption_relevancy_EPIC_100_retrieval_train.pkl: relevancy matrix"):
+        EK100MIR(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES)

@@ -160,7 +160,7 @@ def charades_class_names(config: SyntheticConfig) -> list[str]:
             for verb in range(config.num_verbs) for noun in range(config.num_nouns)]
 
 
-def generate_charades(out_dir: str, seed: int = 0, num_train_videos: int = 8, num_test_videos: int = 8,
+def generate_charades(out_dir: str, seed: int = 0, num_train_videos: int = 8, num_test_videos: int = 24,
                       clips_per_video: tuple[int, int] = (3, 5), clip_duration: tuple[float, float] = (1.6, 3.0),
                       fps: int = 10, frame_size: int = 64, write_videos: bool = True) -> dict:
     """Write a synthetic Charades-Ego set under ``out_dir`` (see the module docstring); returns counts.
