@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from data_loader.frame_sampling import sample_multiscale_indices
-from model.distributed_gather import all_gather_with_grad, gather_batch_sizes
+from model.distributed_gather import all_gather_tensor, all_gather_with_grad, gather_batch_sizes
 from trainer.hooks import ReplacedClipsReport
 from trainer.tasks.base import StepContext, StepOutput, Task
 from utils.registry import TASKS
@@ -88,8 +88,7 @@ class VideoTextRetrieval(Task):
             if self._weighted:
                 if "relevance" not in batch:
                     raise KeyError(f"{type(self.objective).__name__} needs each caption's 'relevance' in the batch")
-                sizes = gather_batch_sizes(len(batch["text"]), ctx.device)
-                weight = all_gather_with_grad(torch.as_tensor(batch["relevance"]).float().to(ctx.device), sizes)
+                weight = all_gather_tensor(torch.as_tensor(batch["relevance"]).float().to(ctx.device))
                 loss = self.objective(sim, weight)
             else:
                 loss = self.objective(sim)
