@@ -11,14 +11,7 @@ from model.hierarchical_objective import (HierarchicalPredictionObjective, annea
 from model.losses.ssl import cosine, soft_ce, vicreg
 from model.metrics.knn import knn_accuracy, weighted_knn_scores
 from model.metrics.multiview import multiview_accuracy
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.hier_ssl_fixtures import one_thread  # noqa: F401
 
 
 def encoder(causal=(False, True, True), detach=True, clips=2, frames_per_clip=4, **kwargs):

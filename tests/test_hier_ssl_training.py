@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from data_loader.ssl_video import H5VideoSource, SSLVideoLoader, SSLWindowDataset, VideoFileSource, sliding_windows
+from tests.hier_ssl_fixtures import one_thread  # noqa: F401
 from trainer import launch
 from trainer.evaluators.features import LinearProbe, WeightedKNN
 from trainer.tasks.base import StepContext
@@ -16,14 +17,6 @@ from trainer.tasks.hier_ssl import AlternatingFreeze
 from utils.config import ConfigParser
 from utils.config_files import load_config_file
 from utils.synthetic_ssl import generate_ssl_h5, moving_square_videos, write_ssl_h5, write_ssl_video_files
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +232,7 @@ def test_feature_evaluators_need_a_bank_and_separate_clusters():
         knn.compute()
 
 
-@pytest.mark.parametrize("name", ["hierarchical", "siamese_vicreg"])
+@pytest.mark.parametrize("name", ["hierarchical", "siamese_vicreg", "curriculum", "ucf101"])
 def test_shipped_configs_validate(name):
     config = load_config_file(f"configs/hier_ssl/{name}.json")
     ConfigParser(config, source=name)
