@@ -200,8 +200,9 @@ def encode_narrations(table_csv, encoder, out_dir, batch_size: int = 1024) -> No
             start = 0
             for uid, subs, _ in pending:
                 n = len(subs)
-                tagged.write(uid, vectors[start:start + n])
-                untagged.write(uid, vectors[start + n:start + 2 * n])
+                for writer, block in ((tagged, vectors[start:start + n]), (untagged, vectors[start + n:start + 2 * n])):
+                    if uid not in writer:  # an interrupted run may have written one of the two
+                        writer.write(uid, block)
                 start += 2 * n
                 bar.update(n)
             pending.clear()

@@ -1,7 +1,12 @@
 """CLEP preprocessing: tag handling, text encoders, streamed narration.json, the output round trip, resuming,
 and the errors / counted skips on bad input."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,6 +107,14 @@ def test_an_interrupted_run_resumes_where_it_stopped(clep_raw, clep_processed, t
         assert sorted(done.keys()) == sorted(reference.keys())
         for key in reference.keys():
             np.testing.assert_array_equal(done[key], reference[key])
+    # stopped between a video's two embedding writes: the missing one is written, the other kept
+    del done, reference  # their read handles
+    uid = H5FeatureStore(tmp_path / "narration_text_no_tag.hdf5").keys()[0]
+    with h5py.File(tmp_path / "narration_text_no_tag.hdf5", "a") as f:
+        f[uid].attrs["complete"] = False
+    preprocess(tmp_path, encoder=CountingEncoder(SMALL.text_dim), batch_size=64, **inputs)
+    np.testing.assert_array_equal(H5FeatureStore(tmp_path / "narration_text_no_tag.hdf5")[uid],
+                                  H5FeatureStore(clep_processed / "narration_text_no_tag.hdf5")[uid])
 
 
 def _inputs_copy(clep_raw, tmp_path):
@@ -144,3 +157,24 @@ def test_a_feature_file_of_another_width_or_not_a_tensor_is_named(clep_raw, tmp_
     (features / f"{uids[2]}.pt").write_text("not a tensor")
     with pytest.raises(ValueError, match=f"cannot read features from .*{uids[2]}.pt"):
         preprocess(tmp_path / "out", path, features, HashTextEncoder(SMALL.text_dim))
+
+
+def test_the_command_line_writes_what_the_function_writes(clep_raw, clep_processed, tmp_path):
+    inputs = preprocess_inputs(clep_raw)
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run" / "preprocess_clep.py"),
+               "--narrations", inputs["narration_json"], "--ego4d-json", inputs["ego4d_json"],
+               "--features", inputs["feature_dir"], "--out", tmp_path, "--text-encoder", f"hash:{SMALL.text_dim}",
+               "--k400-labels", inputs["k400"]["labels_csv"], "--k400-features", inputs["k400"]["feature_dir"],
+               "--charades-csv", inputs["charades"]["test_csv"],
+               "--charades-classes", inputs["charades"]["classes_txt"],
+               "--charades-features", inputs["charades"]["feature_dir"]]
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "preprocess_report.json").read_text())
+    expected = json.loads((clep_processed / "preprocess_report.json").read_text())
+    assert report == {**expected, "text_encoder": f"hash:{SMALL.text_dim}"}
+    for name in ("narration_text.hdf5", "k400/features.hdf5", "charades/features.hdf5"):
+        done, reference = H5FeatureStore(tmp_path / name), H5FeatureStore(clep_processed / name)
+        assert done.keys() == reference.keys()
+        np.testing.assert_array_equal(done[done.keys()[0]], reference[reference.keys()[0]])
