@@ -237,3 +237,14 @@ def test_shipped_configs_validate(name):
     config = load_config_file(f"configs/hier_ssl/{name}.json")
     ConfigParser(config, source=name)
     assert json.dumps(config)
+
+
+def test_evaluation_loads_a_grown_checkpoint_in_its_stage(h5_data, tmp_path):
+    config = build(h5_data, tmp_path, {"curriculum": CURRICULUM}, epochs=2, max_windows_per_video=1)
+    _, run_dir = run(config)
+    task = task_from(config)
+    assert task.model.active == ["space", "time"]
+    task.load_pretrained(str(run_dir / "latest.pth"))
+    assert task.model.active == ["space", "time", "clip"] and task.model.clips == 2
+    state = torch.load(run_dir / "latest.pth", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in task.model.state_dict().items())

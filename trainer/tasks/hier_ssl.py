@@ -31,6 +31,7 @@ from typing import Annotated, Literal
 
 import torch
 
+from model.checkpoint import torch_load
 from trainer.hooks import Hook
 from trainer.tasks.base import StepContext, StepOutput, Task
 from utils.config_schema import Bounds
@@ -139,6 +140,15 @@ class HierarchicalSSL(Task):
 
     def task_state(self) -> dict:
         return {"stage": self.stage}
+
+    def load_pretrained(self, path: str):
+        """Weights for evaluation (strict), in the curriculum stage the checkpoint was saved in (the last stage
+        for a bare state dict)."""
+        checkpoint = torch_load(path, map_location="cpu", weights_only=True)
+        report = self.model.load_state_dict(checkpoint.get("state_dict", checkpoint))
+        stage = (checkpoint.get("task") or {}).get("stage", len(self.stages) - 1)
+        self._apply_stage(int(stage))
+        return report
 
     def load_task_state(self, state: dict) -> None:
         self._apply_stage(int(state.get("stage", 0)))
