@@ -163,3 +163,9 @@ def test_random_scores_baseline_is_the_chance_level():
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert random_scores_map(labels, 2000) == pytest.approx(75.0, abs=1.5)
     assert random_scores_map(torch.ones(3, 2), 5) == 100.0
+
+
+def test_configs_load():
+    for name, purpose in (("zeroshot", "eval"), ("finetune", "train"), ("demo_zeroshot", "eval"),
+                          ("demo_finetune", "train")):
+        ConfigParser.from_file(ROOT / "configs" / "charades_ego" / f"{name}.json", purpose=purpose)

@@ -19,7 +19,7 @@ from tests.downstream_fixtures import FixedEmbeddings, evaluate_ek100_fixed, tin
 from trainer import launch
 from trainer.evaluators.ek100_mir import EK100MIRRetrieval, dual_softmax_similarity
 from trainer.tasks.retrieval import model_video_input
-from utils.config import ConfigParser
+from utils.config import ConfigError, ConfigParser
 from utils.config_files import load_config_file
 from utils.synthetic_downstream import EK100_COLUMNS, generate_ek100
 
@@ -222,3 +222,13 @@ def test_training_positives_are_cached_beside_the_pickle_and_rebuilt_when_it_cha
     os.utime(pickle_path, (os.path.getmtime(pickle_path) + 10,) * 2)
     with pytest.raises(AnnotationError, match=r"caption_relevancy_EPIC_100_retrieval_train.pkl: relevancy matrix"):
         EK100MIR(data["meta_dir"], data["data_dir"], "train", num_frames=4, input_res=RES)
+
+
+def test_configs_load_and_the_evaluator_must_read_the_loaders_annotations(tmp_path):
+    for name, purpose in (("zeroshot", "eval"), ("finetune", "train"), ("demo_zeroshot", "eval"),
+                          ("demo_finetune", "train")):
+        ConfigParser.from_file(ROOT / "configs" / "ek100" / f"{name}.json", purpose=purpose)
+    config = load_config_file(str(ROOT / "configs" / "ek100" / "zeroshot.json"))
+    config["evaluators"][0]["args"]["meta_dir"] = "elsewhere"
+    with pytest.raises(ConfigError, match=r"'evaluators\[0\].args.meta_dir' = 'elsewhere' differs"):
+        ConfigParser(config, source="zeroshot.json", purpose="eval")

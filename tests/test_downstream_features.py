@@ -2,6 +2,7 @@
 resuming, sharding and bad input."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ from data_loader.ego4d_windows import (Ego4DAnnotationError, num_windows, read_c
 from data_loader.video_backends import VideoReadError
 from tests.downstream_fixtures import tiny_arch
 from trainer.tasks.extract import FeatureExtraction
+from utils.config import ConfigParser
 from utils.registry import MODELS
 from utils.synthetic_downstream import generate_ego4d
 
 RES = 32
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +143,9 @@ def test_missing_videos_and_short_clips_name_the_annotation(ego4d, model, tmp_pa
     with pytest.raises(ValueError, match=r"moments_bad.json videos\[0\].clips\[0\]: clip tiny \(0.200 s\) is shorter "
                                          r"than one window of 4 frames"):
         task.extract(torch.device("cpu"), show_progress=False)
+
+
+def test_configs_load():
+    for name in ("extract_features", "demo_extract_features"):
+        config = ConfigParser.from_file(ROOT / "configs" / "ego4d" / f"{name}.json", purpose="extract")
+        assert config["task"]["type"] == "FeatureExtraction"
