@@ -248,3 +248,34 @@ def test_evaluation_loads_a_grown_checkpoint_in_its_stage(h5_data, tmp_path):
     assert task.model.active == ["space", "time", "clip"] and task.model.clips == 2
     state = torch.load(run_dir / "latest.pth", map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.equal(v, state[k]) for k, v in task.model.state_dict().items())
+
+
+def _clustered_items():
+    generator = torch.Generator().manual_seed(0)
+    labels = (torch.arange(48) // 2) % 4  # two windows per video
+    features = 2 * torch.eye(4, 8)[labels] + torch.randn(48, 8, generator=generator)
+    return {"label": labels, "video_index": torch.arange(48) // 2, "bank": torch.arange(48) < 32}, features
+
+
+def _evaluate_shard(rank, world_size, out_dir):
+    batch, features = _clustered_items()
+    evaluators = [WeightedKNN(k=5), LinearProbe(epochs=3)]
+    for evaluator in evaluators:
+        evaluator.reset()
+        for rows in torch.arange(rank, 48, world_size).split(5):  # this rank's shard, in batches
+            evaluator.process({k: v[rows] for k, v in batch.items()}, {"features": features[rows]})
+    results = {k: v for evaluator in evaluators for k, v in evaluator.compute().items()}
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def test_feature_evaluators_gather_every_rank_and_agree(tmp_path):
+    from tests.gloo_ranks import run_ranks
+    run_ranks(_evaluate_shard, 2, tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] and ranks[0]["knn_queries"] == 16
+    batch, features = _clustered_items()
+    knn = WeightedKNN(k=5)
+    knn.reset()
+    knn.process(batch, {"features": features})
+    assert {k: ranks[0][k] for k in ("knn_top1", "knn_top5")} == {k: v for k, v in knn.compute().items()
+                                                                   if k != "knn_queries"}
