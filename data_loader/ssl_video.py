@@ -12,7 +12,8 @@ Videos come from one of two sources (``source`` of :class:`SSLVideoLoader`):
   columns ``video_uid,label,num_frames,fps`` and chunked videos ``data_dir/<video_uid>/<k>.mp4`` read by
   :class:`data_loader.video_reader.ChunkedVideoReader` (frame ``i`` is the frame shown at ``(i + 0.5)/fps`` s).
 
-Items: ``video`` float ``[length, 3, H, W]`` (ImageNet-normalised), ``label``, ``video_index``, ``window``
+Items: ``video`` float ``[length, 3, H, W]`` (ImageNet-normalised; with ``augment`` a random resized crop and
+flip per window, one draw for all its frames, from ``(seed, epoch, index)``), ``label, ``video_index``, ``window``
 (index of the window), ``bank`` (True for items of the kNN/probe training bank); with ``pairs`` also ``video_b``,
 a second, different window of the same video drawn from ``(seed, epoch, index)``.
 """
@@ -30,10 +31,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data_loader.samplers import EpochDistributedSampler
-from data_loader.transforms import IMAGENET_MEAN, IMAGENET_STD
+from data_loader.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainVideoTransform
 from data_loader.video_reader import ChunkedVideoReader
 from data_loader.worker_signals import ignore_preemption_signals
-from utils.config_schema import Bounds
+from utils.config_schema import ArgsOf, Bounds
 from utils.distributed import get_rank, get_world_size
 from utils.registry import LOADERS
 
@@ -127,11 +128,13 @@ def open_video_source(source: dict):
 
 
 class SSLWindowDataset(Dataset):
-    """Windows of one source (see the module docstring); ``bank`` marks every item as a training-bank item."""
+    """Windows of one source (see the module docstring); ``bank`` marks every item as a training-bank item;
+    ``augment`` is a :class:`data_loader.transforms.TrainVideoTransform` (or None)."""
 
     def __init__(self, source, length: int, frequency: int = 1, step: int = 1,
-                 max_windows_per_video: int | None = None, pairs: bool = False, bank: bool = False, seed: int = 0):
-        self.source, self.length, self.frequency = source, length, frequency
+                 max_windows_per_video: int | None = None, pairs: bool = False, bank: bool = False, seed: int = 0,
+                 augment: TrainVideoTransform | None = None):
+        self.source, self.length, self.frequency, self.augment = source, length, frequency, augment
         self.pairs, self.bank, self.seed = pairs, bank, seed
         self.windows = sliding_windows(source.num_frames, length, frequency, step, max_windows_per_video)
         dropped = len(source.num_frames) - len(np.unique(self.windows[:, 0]))
@@ -150,9 +153,11 @@ class SSLWindowDataset(Dataset):
     def __len__(self):
         return len(self.windows)
 
-    def _clip(self, row: int) -> torch.Tensor:
+    def _clip(self, row: int, epoch: int, view: int) -> torch.Tensor:
         video, start = self.windows[row]
         frames = self.source.read(int(video), start + self.frequency * np.arange(self.length))
+        if self.augment is not None:
+            return self.augment(frames, np.random.default_rng([self.seed, epoch, row, view]))
         return (frames.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
 
     def partner(self, index: int, epoch: int) -> int:
@@ -164,11 +169,11 @@ class SSLWindowDataset(Dataset):
         return int(np.random.default_rng([self.seed, epoch, int(index)]).choice(others))
 
     def __getitem__(self, index):
-        video = int(self.windows[index, 0])
-        item = {"video": self._clip(int(index)), "label": int(self.source.labels[video]), "video_index": video,
+        video, epoch = int(self.windows[index, 0]), getattr(index, "epoch", 0)
+        item = {"video": self._clip(int(index), epoch, 0), "label": int(self.source.labels[video]), "video_index": video,
                 "window": int(index), "bank": self.bank}
         if self.pairs:
-            item["video_b"] = self._clip(self.partner(int(index), getattr(index, "epoch", 0)))
+            item["video_b"] = self._clip(self.partner(int(index), epoch), epoch, 1)
         return item
 
 
@@ -182,6 +187,8 @@ class SSLVideoLoader(DataLoader):
             ``bank`` (kNN memory / probe training set); its video indices are offset past the source's.
         length, frequency, step, max_windows_per_video: the sliding-window index.
         pairs: add ``video_b``, another window of the same video (siamese training).
+        augment: arguments of :class:`data_loader.transforms.TrainVideoTransform` (``input_res``, ``scale``,
+            ``ratio``, ``hflip_prob``) to crop and flip every training window; None: frames as stored.
         batch_size, shuffle, drop_last, num_workers, seed: loading (shuffled orders from ``seed`` and the epoch,
             sharded over ranks).
     """
@@ -189,11 +196,12 @@ class SSLVideoLoader(DataLoader):
     def __init__(self, source: dict, bank_source: dict | None = None, length: Annotated[int, Bounds(1)] = 8,
                  frequency: Annotated[int, Bounds(1)] = 1, step: Annotated[int, Bounds(1)] = 1,
                  max_windows_per_video: Annotated[int | None, Bounds(1)] = None, pairs: bool = False,
-                 batch_size: Annotated[int, Bounds(1)] = 16, shuffle: bool = True, drop_last: bool = True,
+                 augment: Annotated[dict | None, ArgsOf(TrainVideoTransform)] = None, batch_size: Annotated[int, Bounds(1)] = 16, shuffle: bool = True, drop_last: bool = True,
                  num_workers: Annotated[int, Bounds(0)] = 0, seed: int = 0):
         window = dict(length=length, frequency=frequency, step=step, max_windows_per_video=max_windows_per_video,
                       pairs=pairs, seed=seed)
-        dataset = SSLWindowDataset(open_video_source(source), **window)
+        dataset = SSLWindowDataset(open_video_source(source), augment=TrainVideoTransform(**augment) if augment
+                                   else None, **window)
         if bank_source is not None:
             bank = SSLWindowDataset(open_video_source(bank_source), bank=True, **window)
             dataset = ConcatDataset([_OffsetVideos(bank, len(dataset.source.num_frames)), dataset])

@@ -279,3 +279,13 @@ def test_feature_evaluators_gather_every_rank_and_agree(tmp_path):
     knn.process(batch, {"features": features})
     assert {k: ranks[0][k] for k in ("knn_top1", "knn_top5")} == {k: v for k, v in knn.compute().items()
                                                                    if k != "knn_queries"}
+
+
+def test_augmented_windows_are_cropped_per_window_and_reproducible(h5_data):
+    from data_loader.samplers import EpochIndex
+    loader = SSLVideoLoader({"h5": str(h5_data["train"])}, length=4, step=4, pairs=True,
+                            augment={"input_res": 12, "scale": [0.3, 0.6], "hflip_prob": 0.5})
+    dataset = loader.dataset
+    first, again, later = dataset[EpochIndex(2, 0)], dataset[EpochIndex(2, 0)], dataset[EpochIndex(2, 1)]
+    assert first["video"].shape == first["video_b"].shape == (4, 3, 12, 12)
+    assert torch.equal(first["video"], again["video"]) and not torch.equal(first["video"], later["video"])
