@@ -11,7 +11,7 @@ import torch
 from data_loader.ssl_video import H5VideoSource, SSLVideoLoader, SSLWindowDataset, VideoFileSource, sliding_windows
 from tests.hier_ssl_fixtures import one_thread  # noqa: F401
 from trainer import launch
-from trainer.evaluators.features import LinearProbe, WeightedKNN
+from trainer.evaluators.features import LinearProbe, MultiViewAccuracy, WeightedKNN
 from trainer.tasks.base import StepContext
 from trainer.tasks.hier_ssl import AlternatingFreeze
 from utils.config import ConfigParser
@@ -289,3 +289,20 @@ def test_augmented_windows_are_cropped_per_window_and_reproducible(h5_data):
     first, again, later = dataset[EpochIndex(2, 0)], dataset[EpochIndex(2, 0)], dataset[EpochIndex(2, 1)]
     assert first["video"].shape == first["video_b"].shape == (4, 3, 12, 12)
     assert torch.equal(first["video"], again["video"]) and not torch.equal(first["video"], later["video"])
+
+
+def test_probe_caches_features_and_multiview_accuracy_reads_log_probs(tmp_path):
+    batch, features = _clustered_items()
+    probe = LinearProbe(epochs=2, cache_path=str(tmp_path / "features.h5"))
+    probe.reset()
+    probe.process(batch, {"features": features})
+    probe.compute()
+    with h5py.File(tmp_path / "features.h5", "r") as f:
+        assert f["data"].dtype == np.float32 and f["data"].shape == (48, 8) and f["labels"].dtype == np.uint8
+        assert np.array_equal(f["labels"][:32], batch["label"][batch["bank"]].numpy())  # bank rows first
+    evaluator = MultiViewAccuracy()
+    evaluator.reset()
+    log_probs = torch.log_softmax(torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]), dim=1)
+    evaluator.process({"label": torch.tensor([0, 0, 1]), "video_index": torch.tensor([5, 5, 6])},
+                      {"log_probs": log_probs})
+    assert evaluator.compute() == {"window_top1": pytest.approx(200 / 3), "multiview_top1": 100.0}
