@@ -3,9 +3,6 @@ learning on the synthetic set, and 2 processes = 1 process on the concatenated b
 import copy
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -198,7 +195,29 @@ def test_zero_shot_accuracy_goes_from_chance_to_above_80_percent(clep_processed,
     assert np.mean(untrained) < 2 * 100 / SMALL.num_concepts, untrained
 
 
+def _train_on_rank(rank: int, world_size: int, config: dict, run_dir: str) -> None:
+    """One rank of a 2-process run: the engine on the group ``run_ranks`` set up. DDP is released before the
+    group is destroyed (destroying the group first can deadlock: gloo's threads then need the GIL that the
+    destructor holds)."""
+    import gc
+    from trainer.engine import Engine
+    from trainer.state import seed_everything
+    from utils.distributed import DistInfo
+    torch.set_num_threads(1)
+    parser = ConfigParser(config, device="cpu")
+    parser.run_dir = Path(run_dir)
+    seed_everything(parser.trainer_options.seed + rank)
+    task = launch.build_task(parser, torch.device("cpu"))
+    engine = Engine(task, parser, DistInfo(rank, world_size, rank, torch.device("cpu")), parser.run_dir)
+    metrics = engine.train()
+    if rank == 0:
+        (parser.run_dir / "final_metrics.json").write_text(json.dumps(metrics))
+    del engine, task
+    gc.collect()
+
+
 def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processed, tmp_path):
+    from tests.gloo_ranks import run_ranks
     config = _synthetic_config(clep_processed, tmp_path, epochs=1, max_steps_per_epoch=3)
     config["hooks"] = [{"type": "ClampLogitScale", "args": {}},
                        {"type": "EvaluateEverySteps", "args": {"every_steps": 1000}},   # once, at the end
@@ -208,14 +227,9 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processe
     single = ConfigParser(copy.deepcopy(config), device="cpu", run_id="single")
     single_metrics = launch.train(single)
     config["data_loader"]["args"]["batch_size"] = 8
-    path = tmp_path / "ddp.json"
-    path.write_text(json.dumps(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-         str(ROOT / "run" / "train.py"), "-c", str(path), "-d", "cpu", "--run-id", "ddp"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    ddp_dir = tmp_path / config["name"] / "ddp"
+    ddp_dir = tmp_path / "ddp"
+    ddp_dir.mkdir()
+    run_ranks(_train_on_rank, 2, config, str(ddp_dir))
     one = load_training_checkpoint(single.run_dir / "latest.pth")
     two = load_training_checkpoint(ddp_dir / "latest.pth")
     assert two["world_size"] == 2 and two["global_step"] == one["global_step"] == 3
@@ -230,8 +244,7 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(clep_processe
 
 
 def test_evaluate_every_steps_runs_at_the_start_every_n_steps_and_at_the_end(tmp_path):
-    import tests.tiny_task  # noqa: F401  (registers the tiny task's classes)
-    from tests.test_engine import scalars, tiny_task_config
+    from tests.test_engine import scalars, tiny_task_config   # registers the tiny task's classes too
     config = tiny_task_config(tmp_path, epochs=2, monitor="off")    # 8 steps per epoch
     config["hooks"] = [{"type": "EvaluateEverySteps", "args": {"every_steps": 5, "at_start": True,
                                                                 "monitor": "max top1"}},
