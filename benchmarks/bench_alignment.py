@@ -8,12 +8,12 @@ tcc_progress.json), the action-level online progress error of the head is compar
 baseline's. Pass criteria: τ after > τ before + 0.05 on every seed, and head error ≤ constant error / 2.
 
 Usage: python benchmarks/bench_alignment.py [--seeds 0 1 2 --epochs 20 --losses tcc lav vava gtcc --threads 1]
-Writes benchmarks/results/alignment.json and prints a table.
+Writes benchmarks/results/alignment.json and prints a summary. Seeds can run in separate processes
+(``--seeds 1 --out /tmp/seed1.json``) and be combined with ``--merge /tmp/seed*.json``.
 """
 import argparse
 import copy
 import json
-import logging
 import sys
 import tempfile
 import time
@@ -55,13 +55,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--progress-epochs", type=int, default=50)
+    parser.add_argument("--progress-epochs", type=int, default=60)
     parser.add_argument("--losses", nargs="+", default=["tcc", "lav", "vava", "gtcc"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/alignment.json"))
+    parser.add_argument("--merge", nargs="+", help="combine the results of these reports (one per seed) instead")
     args = parser.parse_args(argv)
+    if args.merge:
+        reports = [json.loads(Path(path).read_text()) for path in args.merge]
+        results = {"alignment": {}, "progress": {}}
+        for report in reports:
+            for name, per_seed in report["results"]["alignment"].items():
+                results["alignment"].setdefault(name, {}).update(per_seed)
+            results["progress"].update(report["results"]["progress"])
+        seeds = sorted(int(s) for report in reports for s in report["seeds"])
+        return finish(results, seeds, reports[0]["epochs"], reports[0]["progress_epochs"], args.out)
     torch.set_num_threads(args.threads)
-    logging.disable(logging.INFO)
     results = {"alignment": {}, "progress": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -85,6 +94,11 @@ def main(argv=None) -> int:
                 "ope_action_head_untrained": run["before"]["ope_action_head"], "seconds": run["seconds"]}
             print(f"seed {seed} progress head: OPE {run['after']['ope_action_head']:.3f} vs constant "
                   f"{run['after']['ope_action_constant']:.3f}", flush=True)
+    return finish(results, args.seeds, args.epochs, args.progress_epochs, args.out)
+
+
+def finish(results: dict, seeds: list, epochs: int, progress_epochs: int, out: str) -> int:
+    """Checks and means over seeds; writes the report; exit status 0 when every check passes."""
     checks = {name: all(r["tau_trained"] > r["tau_untrained"] + 0.05 for r in per_seed.values())
               for name, per_seed in results["alignment"].items()}
     checks["progress_head_2x_better_than_constant"] = all(
@@ -94,11 +108,11 @@ def main(argv=None) -> int:
                for name, per_seed in results["alignment"].items()}
     summary["progress"] = {key: float(np.mean([r[key] for r in results["progress"].values()]))
                            for key in ("ope_action_head", "ope_action_constant", "ope_action_geodesic")}
-    report = {"benchmark": "alignment learning on synthetic procedural videos", "seeds": args.seeds,
-              "epochs": args.epochs, "progress_epochs": args.progress_epochs, "results": results,
+    report = {"benchmark": "alignment learning on synthetic procedural videos", "seeds": seeds,
+              "epochs": epochs, "progress_epochs": progress_epochs, "results": results,
               "summary": summary, "checks": checks,
               "machine": machine_info(torch=torch.__version__)}
-    write_report(report, args.out)
+    write_report(report, out)
     print(json.dumps({"summary": summary, "checks": checks}, indent=2))
     return 0 if all(checks.values()) else 1
 

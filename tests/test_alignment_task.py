@@ -191,6 +191,7 @@ def test_shipped_configs_validate_and_the_progress_config_trains(tmp_path, one_t
         config[section]["args"].update(task_file=task_file, features_dir=features)
     config["data_loader"]["args"]["num_frames"] = 12
     config["arch"]["args"]["input_dim"] = 16
+    config["evaluators"] = [{"type": "AlignmentKendallTau"}, {"type": "OnlineProgressError"}]
     config["trainer"].update(epochs=1, max_steps_per_epoch=3, val_every=1, init_val=False,
                              save_dir=str(tmp_path / "runs"), log_every=1)
     parser = ConfigParser(config, source="gtcc_progress.json", device="cpu")
@@ -203,3 +204,33 @@ def test_shipped_configs_validate_and_the_progress_config_trains(tmp_path, one_t
     tags = set(events.Tags()["scalars"])
     assert {"loss/align_gtcc", "loss/progress", "drop/probability", "fusion/head_weight_0"} <= tags
     assert (parser.run_dir / "latest.pth").is_file()
+
+
+def test_evaluators_fit_on_train_videos_and_score_test_videos():
+    from trainer.evaluators.alignment import AlignmentKendallTau, OnlineProgressError, PhaseClassification
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 4)) * 10
+    labels = torch.tensor([0, 1, 1, 1, 1, 0, 2, 2, 2, 2, 0])
+    segments = [(1, 4, "a"), (6, 9, "b")]
+    steps = np.zeros((11, 4))
+    steps[[2, 3, 4, 7, 8, 9], 0] = 1.0                  # constant speed inside actions, still on background
+    embeddings = torch.tensor(np.cumsum(steps, 0), dtype=torch.float32)
+    batch = {"handle": ["v0", "v1", "v2"], "task": ["cook"] * 3, "split": ["train", "test", "test"],
+             "labels": [labels] * 3, "segments": [segments] * 3}
+    outputs = {"embeddings": [embeddings] * 3,
+               "progress": [torch.tensor(action_progress([(1, 4), (6, 9)], 11), dtype=torch.float32)] * 3}
+    results = {}
+    for evaluator in (AlignmentKendallTau(), OnlineProgressError(), PhaseClassification()):
+        evaluator.reset()
+        evaluator.process(batch, outputs)
+        results.update(evaluator.compute())
+    assert results["ope"] == pytest.approx(0.0, abs=1e-6) and results["ope_action_head"] == pytest.approx(0.0, abs=1e-6)
+    assert results["ope_action_constant"] == pytest.approx(np.mean(np.abs(0.5 - np.array([1, 2, 3, 4]) / 4)))
+    # two test videos (identical): the evaluator averages the pair metric over (v1, v2) and (v2, v1)
+    assert results["kendalls_tau_wild"] == pytest.approx(kendalls_tau_wild(embeddings, embeddings, labels, labels))
+    assert results["enclosed_area_error"] == pytest.approx(enclosed_area_error(embeddings, embeddings, labels, labels))
+    clean = {"embeddings": [torch.tensor(centres[labels.numpy()], dtype=torch.float32)] * 3, "progress": None}
+    evaluator = PhaseClassification()
+    evaluator.reset()
+    evaluator.process(batch, clean)
+    assert evaluator.compute()["phase_acc_100"] == 100.0
