@@ -78,10 +78,10 @@ def _qualname(obj) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-TASKS = Registry("task", ["trainer.tasks"])
-MODELS = Registry("model", ["model.model", "model.clep"])
-LOSSES = Registry("loss", ["model.loss", "model.clep"])
-LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.narration_features", "data_loader.labelled_features", "data_loader.ek100_mir", "data_loader.charades_ego"])
-EVALUATORS = Registry("evaluator", ["trainer.evaluators"])
-HOOKS = Registry("hook", ["trainer.hooks", "trainer.tasks.clep"])
+TASKS = Registry("task", ["trainer.tasks", "trainer.tasks.hier_ssl"])
+MODELS = Registry("model", ["model.model", "model.clep", "model.hierarchical"])
+LOSSES = Registry("loss", ["model.loss", "model.clep", "model.hierarchical_objective"])
+LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.narration_features", "data_loader.labelled_features", "data_loader.ek100_mir", "data_loader.charades_ego", "data_loader.ssl_video"])
+EVALUATORS = Registry("evaluator", ["trainer.evaluators", "trainer.evaluators.features"])
+HOOKS = Registry("hook", ["trainer.hooks", "trainer.tasks.clep", "trainer.tasks.hier_ssl"])
 LR_SCHEDULES = Registry("lr_scheduler", ["trainer.lr_schedule"])
