@@ -89,7 +89,7 @@ def write_ssl_video_files(root: str | os.PathLike, split: str, videos: np.ndarra
     return csv
 
 
-def generate_ssl_h5(out_dir: str | os.PathLike, num_train: int = 160, num_test: int = 80, num_frames: int = 16,
+def generate_ssl_h5(out_dir: str | os.PathLike, num_train: int = 160, num_test: int = 80, num_frames: int = 24,
                     size: int = 16, speeds=(1, 2), seed: int = 0) -> dict[str, Path]:
     """``{"train": out_dir/train.h5, "test": out_dir/test.h5}`` with different videos (seeds) per split."""
     out = {}
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--num-train", type=int, default=160)
     parser.add_argument("--num-test", type=int, default=80)
-    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--num-frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
