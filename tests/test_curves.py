@@ -2,6 +2,7 @@
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
+from trainer.hooks import LearningCurves
 from utils.curves import group_tags, plot_run, read_scalars
 
 
@@ -42,3 +43,29 @@ def test_nothing_to_plot_is_an_error_naming_the_output(tmp_path):
     _log(tmp_path, [("data/replaced", step, 0.0) for step in range(5)])      # constant: listed, not drawn
     with pytest.raises(ValueError, match="no changing scalars"):
         plot_run(tmp_path)
+
+
+class _Engine:
+    """What LearningCurves reads from the engine."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.epoch, self.evaluations = run_dir, 1, 0
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def test_learning_curves_drawn_after_epochs_with_an_evaluation_and_at_the_end(tmp_path):
+    engine, hook = _Engine(tmp_path), LearningCurves()
+    png = tmp_path / "curves.png"
+    for step in range(1, 4):
+        engine.writer.add_scalar("loss/total", 1.0 / step, step)
+    hook.after_epoch(engine)                                   # no evaluation yet: nothing drawn
+    assert not png.exists()
+    engine.evaluations = 1
+    hook.after_epoch(engine)
+    first = png.stat().st_mtime_ns
+    hook.after_epoch(engine)                                   # same evaluation count: not redrawn
+    assert png.stat().st_mtime_ns == first
+    png.unlink()
+    hook.after_train(engine)
+    assert png.exists()
+    engine.writer.close()

@@ -8,6 +8,7 @@ run with a checkpoint at the next step, and a checkpoint resumes at the exact st
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -93,8 +94,16 @@ class Engine:
         self.consecutive_nonfinite = 0
         self.stop_requested = False
         self.last_metrics: dict = {}
+        self.evaluations = 0  # evaluations run by this process (hooks draw or report after new ones)
         self._resume_rng = None  # this rank's RNG state from a checkpoint, restored when the epoch starts
         self.writer = self._tensorboard_writer()
+
+    def release_ddp(self) -> None:
+        """Drop the DDP wrapper now. Its reducer must be freed while the process group still exists: freed
+        after ``destroy_process_group`` (when the engine goes out of scope) it can deadlock joining a gloo thread."""
+        if isinstance(self.step_module, DistributedDataParallel):
+            self.step_module = self.step_module.module
+            gc.collect()
 
     # ------------------------------------------------------------------ setup
     def _build_optimizers(self):
@@ -250,6 +259,7 @@ class Engine:
         logger.info("evaluation (%s) after epoch %d: %s", split, self.epoch - (self.batch_in_epoch == 0),
                     format_metrics(metrics))
         self.last_metrics = metrics
+        self.evaluations += 1
         return metrics
 
     def _epoch_iterators(self):

@@ -124,6 +124,50 @@ class Evaluate(Hook):
 
 
 @HOOKS.register()
+class EvaluateEverySteps(Evaluate):
+    """Evaluates every ``every_steps`` optimizer steps (before the next step starts, so every ``after_step``
+    hook has run) and once more after the last step; keeps ``model_best.pth`` by ``monitor`` like
+    :class:`trainer.hooks.Evaluate`.
+
+    Args:
+        every_steps: evaluation period in optimizer steps.
+        at_start: also evaluate before the first step (Ego4D CLEP evaluates at step 0).
+        monitor, split: as in :class:`trainer.hooks.Evaluate`.
+    """
+
+    def __init__(self, every_steps: Annotated[int, Bounds(1)] = 500, at_start: bool = False, monitor: str = "off",
+                 split: str = "val"):
+        super().__init__(at_start=at_start, monitor=monitor, split=split)
+        self.every_steps, self.evaluated_step = every_steps, -1
+
+    def _evaluate_now(self, engine) -> None:
+        if engine.task.loaders(self.split) and engine.global_step != self.evaluated_step:
+            self._evaluate(engine, engine.epoch)
+            self.evaluated_step = engine.global_step
+
+    def before_train(self, engine) -> None:
+        if self.at_start and engine.global_step == 0:
+            self._evaluate_now(engine)
+
+    def before_step(self, engine) -> None:
+        if engine.global_step > 0 and engine.global_step % self.every_steps == 0:
+            self._evaluate_now(engine)
+
+    def after_epoch(self, engine) -> None:
+        pass
+
+    def after_train(self, engine) -> None:
+        self._evaluate_now(engine)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "evaluated_step": self.evaluated_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.evaluated_step = state.get("evaluated_step", -1)
+
+
+@HOOKS.register()
 class ReplacedClipsReport(Hook):
     """How many training clips were replaced after read errors, per epoch and in the whole run, over every
     DataLoader worker and rank: TensorBoard ``data/replaced_clips_epoch`` / ``data/replaced_clips_total`` and a
@@ -154,13 +198,15 @@ class ReplacedClipsReport(Hook):
 
 @HOOKS.register()
 class LearningCurves(Hook):
-    """Draws every logged scalar (losses, schedules, validation metrics) to ``run_dir/curves.png`` on rank 0,
-    every ``every_epochs`` epochs (after that epoch's evaluation) and when training ends."""
+    """Draws every logged scalar (losses, schedules, validation metrics) to ``run_dir/curves.png`` on rank 0:
+    after each epoch that ran an evaluation (default) or every ``every_epochs`` epochs, and when training ends."""
 
-    def __init__(self, every_epochs: Annotated[int, Bounds(1)] = 1):
+    def __init__(self, every_epochs: Annotated[int, Bounds(1)] | None = None):
         self.every_epochs = every_epochs
+        self._evaluations_drawn = 0
 
     def _draw(self, engine) -> None:
+        self._evaluations_drawn = engine.evaluations
         if engine.writer is None:
             return
         engine.writer.flush()
@@ -172,7 +218,9 @@ class LearningCurves(Hook):
         logger.info("learning curves: %s", path)
 
     def after_epoch(self, engine) -> None:
-        if engine.epoch % self.every_epochs == 0:
+        due = (engine.epoch % self.every_epochs == 0 if self.every_epochs
+               else engine.evaluations > self._evaluations_drawn)
+        if due:
             self._draw(engine)
 
     def after_train(self, engine) -> None:

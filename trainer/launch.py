@@ -71,13 +71,15 @@ def train(config: ConfigParser, engine_cls=Engine) -> dict:
         # rank 0 decides, so ranks with a node-local save_dir still agree
         if resume is None and config.trainer_options.auto_resume and distributed.broadcast_object(latest.exists()):
             resume = latest
-        if resume is not None:
-            engine.resume(resume)
         try:
+            if resume is not None:
+                engine.resume(resume)
             metrics = engine.train()
         except TrainingInterrupted as stop:
             logger.warning("%s", stop)
             return {}
+        finally:
+            engine.release_ddp()  # before distributed_run leaves the process group
         if info.is_main and metrics:
             write_json(config.run_dir / "final_metrics.json", metrics)
         return metrics

@@ -201,7 +201,7 @@ def _try_optimizer(entry: dict) -> None:
 
 
 def _validate_monitor(config: dict, task) -> None:
-    """``trainer.monitor`` (and each ``Evaluate`` hook's ``monitor``) must name a metric the evaluators report.
+    """``trainer.monitor`` (and each hook's ``monitor``) must name a metric the evaluators report.
 
     Evaluators list their metric names in ``metric_names``; prefixes such as ``loader1/`` or ``scale4/`` are
     ignored. An evaluator without ``metric_names`` turns the check off."""
@@ -216,8 +216,8 @@ def _validate_monitor(config: dict, task) -> None:
             return
         reported.update(names)
     monitors = [("trainer.monitor", config["trainer"].get("monitor", "max intra_video_acc"))]
-    monitors += [(f"hooks[{i}].args.monitor", h.get("args", {}).get("monitor", "off"))
-                 for i, h in enumerate(config.get("hooks") or []) if h["type"] == "Evaluate"]
+    monitors += [(f"hooks[{i}].args.monitor", h["args"]["monitor"])
+                 for i, h in enumerate(config.get("hooks") or []) if "monitor" in h.get("args", {})]
     for where, monitor in monitors:
         metric = monitor.partition(" ")[2]
         if monitor != "off" and metric.rpartition("/")[2] not in reported:

@@ -4,7 +4,7 @@
 
 Scalars are read back from the run's TensorBoard event files, so the picture covers everything the run
 logged (a run resumed into the same folder included). Tags are grouped by their first path component
-(``loss/``, ``schedule/``, ``val/``, ...); learning rates get a panel of their own (log scale); ``perf/`` is
+(``loss/``, ``schedule/``, ``val/``, ...); learning rates get a panel of their own (log scale when all are positive); ``perf/`` is
 left out, and a series that never changes is listed under the figure instead of drawn.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def plot_curves(scalars: dict[str, list[tuple[int, float]]], out: str | os.PathL
             style = {"marker": "o"} if len(steps) < 30 else {}
             axis.plot(steps, values, label=tag.split("/", 1)[-1], linewidth=1.2, **style)
         axis.set_title(group)
-        if group == LR_GROUP:
+        if group == LR_GROUP and all(value > 0 for tag in tags for _, value in scalars[tag]):
             axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)

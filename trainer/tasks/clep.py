@@ -3,7 +3,7 @@
 Training batches ``{'video': [B, D], 'text': [B, E], 'text_no_tag': [B, E]}`` (:class:`NarrationFeatureLoader`);
 evaluation batches of labelled feature sets (:class:`LabelledFeatureLoader`) are scored against every class
 prompt the set carries. Hooks: :class:`ClampLogitScale` (added by the task) keeps the logit scale in its range
-after every optimizer step; :class:`EvaluateEverySteps` evaluates every N optimizer steps.
+after every optimizer step; :class:`trainer.hooks.EvaluateEverySteps` evaluates every N optimizer steps.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from model.clep import LogitScale
-from trainer.hooks import Evaluate, Hook
+from trainer.hooks import Hook
 from trainer.tasks.base import StepContext, StepOutput, Task
 from utils.registry import HOOKS, TASKS
 
@@ -25,51 +25,6 @@ class ClampLogitScale(Hook):
         for module in engine.task.modules():
             if isinstance(module, LogitScale):
                 module.clamp_()
-
-
-@HOOKS.register()
-class EvaluateEverySteps(Evaluate):
-    """Evaluates every ``every_steps`` optimizer steps (before the next step starts, so every ``after_step``
-    hook has run) and once more after the last step; keeps ``model_best.pth`` by ``monitor`` like
-    :class:`trainer.hooks.Evaluate`.
-
-    Args:
-        every_steps: evaluation period in optimizer steps.
-        at_start: also evaluate before the first step (Ego4D CLEP evaluates at step 0).
-        monitor, split: as in :class:`trainer.hooks.Evaluate`.
-    """
-
-    def __init__(self, every_steps: int = 500, at_start: bool = False, monitor: str = "off", split: str = "val"):
-        super().__init__(at_start=at_start, monitor=monitor, split=split)
-        if every_steps < 1:
-            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
-        self.every_steps, self.evaluated_step = every_steps, -1
-
-    def _evaluate_now(self, engine) -> None:
-        if engine.task.loaders(self.split) and engine.global_step != self.evaluated_step:
-            self._evaluate(engine, engine.epoch)
-            self.evaluated_step = engine.global_step
-
-    def before_train(self, engine) -> None:
-        if self.at_start and engine.global_step == 0:
-            self._evaluate_now(engine)
-
-    def before_step(self, engine) -> None:
-        if engine.global_step > 0 and engine.global_step % self.every_steps == 0:
-            self._evaluate_now(engine)
-
-    def after_epoch(self, engine) -> None:
-        pass
-
-    def after_train(self, engine) -> None:
-        self._evaluate_now(engine)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "evaluated_step": self.evaluated_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.evaluated_step = state.get("evaluated_step", -1)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
