@@ -257,7 +257,7 @@ def _clustered_items():
     return {"label": labels, "video_index": torch.arange(48) // 2, "bank": torch.arange(48) < 32}, features
 
 
-def _evaluate_shard(rank, world_size, out_dir):
+def _evaluate_shard(rank, world_size, out_dir, h5_data):
     batch, features = _clustered_items()
     evaluators = [WeightedKNN(k=5), LinearProbe(epochs=3)]
     for evaluator in evaluators:
@@ -265,14 +265,41 @@ def _evaluate_shard(rank, world_size, out_dir):
         for rows in torch.arange(rank, 48, world_size).split(5):  # this rank's shard, in batches
             evaluator.process({k: v[rows] for k, v in batch.items()}, {"features": features[rows]})
     results = {k: v for evaluator in evaluators for k, v in evaluator.compute().items()}
+    results["frozen"] = _frozen_levels_under_ddp(h5_data, out_dir)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(results))
 
 
-def test_feature_evaluators_gather_every_rank_and_agree(tmp_path):
+def _frozen_levels_under_ddp(h5_data, out_dir):
+    """Levels frozen after DDP wrapped the step (find_unused_parameters): per step, the levels whose parameters
+    got no gradient and did not change."""
+    from torch.nn.parallel import DistributedDataParallel
+    from trainer.engine import _TrainingStep
+    task = task_from(build(h5_data, out_dir))
+    step = DistributedDataParallel(_TrainingStep(task), find_unused_parameters=True)
+    optimizers = [torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+                  for groups in task.optimizer_groups(1e-2, 0.1, None).values()]
+    batch = next(iter(task.loaders("train")[0]))
+    ctx = StepContext(device=torch.device("cpu"), global_step=0, epoch=1, total_epochs=1, total_steps=1)
+    frozen = []
+    for trainable in ({"space", "clip"}, {"time"}):
+        task.set_trainable(trainable)
+        before = {n: [p.detach().clone() for p in task.level_parameters(n)] for n in task.model.level_names}
+        step(batch, ctx)[0].backward()
+        no_grad = {n for n in before if all(p.grad is None for p in task.level_parameters(n))}
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        unchanged = {n for n in before if all(torch.equal(a, b) for a, b in zip(before[n], task.level_parameters(n)))}
+        frozen.append(sorted(no_grad & unchanged))
+    return frozen
+
+
+def test_two_ranks_gather_evaluator_shards_and_keep_frozen_levels_frozen(tmp_path, h5_data):
     from tests.gloo_ranks import run_ranks
-    run_ranks(_evaluate_shard, 2, tmp_path)
+    run_ranks(_evaluate_shard, 2, tmp_path, h5_data)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1] and ranks[0]["knn_queries"] == 16
+    assert ranks[0]["frozen"] == [["time"], ["clip", "space"]]
     batch, features = _clustered_items()
     knn = WeightedKNN(k=5)
     knn.reset()
