@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--progress-epochs", type=int, default=60)
+    parser.add_argument("--progress-epochs", type=int, default=60, help="0 skips the progress head")
     parser.add_argument("--losses", nargs="+", default=["tcc", "lav", "vava", "gtcc"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/alignment.json"))
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
                     "phase_acc_100_trained": run["after"]["phase_acc_100"], "seconds": run["seconds"]}
                 print(f"seed {seed} {name}: tau {run['before']['kendalls_tau']:.3f} -> "
                       f"{run['after']['kendalls_tau']:.3f} ({run['seconds']} s)", flush=True)
+            if not args.progress_epochs:
+                continue
             run = run_config("tcc_progress", data_dir, seed, args.progress_epochs, work)
             results["progress"][seed] = {
                 "ope_action_head": run["after"]["ope_action_head"],

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Sequence
 
 import torch
@@ -90,11 +91,23 @@ class MultiHeadFusion(nn.Module):
 
 
 class DropContextHead(nn.Module):
-    """``[T, D]`` → ``c(V) [D+1]``: a per-frame MLP ``D → hidden → D+1`` averaged over frames."""
+    """``[T, D]`` → ``c(V) [D+1]``: a per-frame MLP ``D → hidden → D+1`` averaged over frames.
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (256, 1024, 512, 256)):
+    The last layer starts at zero weights and a bias of ``logit(initial_drop)`` on the constant channel, so every
+    frame starts with drop probability ``initial_drop``. Started near 0.5, GTCC's ``(1 − P)·L + P/L`` sits at its
+    stationary point ``L = 1`` where P gets no gradient, and alignment stalls.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (256, 1024, 512, 256), initial_drop: float = 0.02):
         super().__init__()
+        if not 0 < initial_drop < 1:
+            raise ValueError(f"initial_drop must be in (0, 1), got {initial_drop}")
         self.net = mlp([dim, *hidden, dim + 1])
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        with torch.no_grad():
+            last.bias[-1] = math.log(initial_drop / (1 - initial_drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).mean(dim=0)
@@ -109,7 +122,8 @@ class AlignmentEncoder(nn.Module):
         output_dim: embedding size D (128).
         encoder: 'stacking' (temporal convs) or 'mlp'. num_layers: layers of the encoder. hidden_dim: MLP width.
         num_heads: MCN heads (1 = no fusion; EgoProceL uses one per task). head_hidden, attention_hidden: MCN MLPs.
-        drop_context: build the GTCC drop-context head. context_hidden: its MLP.
+        drop_context: build the GTCC drop-context head. context_hidden: its MLP. initial_drop: its drop
+            probability at initialisation.
         progress_head: ``ProgressHead`` args (``hidden``, ``mlp_hidden``) to build the learnable progress head, or
             None.
 
@@ -122,6 +136,7 @@ class AlignmentEncoder(nn.Module):
                  hidden_dim: Annotated[int, Bounds(1)] = 512, num_heads: Annotated[int, Bounds(1)] = 1,
                  head_hidden: list[int] = (512, 128, 256), attention_hidden: list[int] = (512, 1024, 512),
                  drop_context: bool = False, context_hidden: list[int] = (256, 1024, 512, 256),
+                 initial_drop: Annotated[float, Bounds(0, 1)] = 0.02,
                  progress_head: Annotated[dict | None, ArgsOf(ProgressHead)] = None):
         super().__init__()
         self.input_dim, self.output_dim = input_dim, output_dim
@@ -132,7 +147,7 @@ class AlignmentEncoder(nn.Module):
         else:
             raise ValueError(f"encoder must be 'stacking' or 'mlp', got {encoder!r}")
         self.fusion = MultiHeadFusion(output_dim, num_heads, head_hidden, attention_hidden) if num_heads > 1 else None
-        self.drop_context = DropContextHead(output_dim, context_hidden) if drop_context else None
+        self.drop_context = DropContextHead(output_dim, context_hidden, initial_drop) if drop_context else None
         self.progress_head = (ProgressHead(output_dim, **(progress_head or {}))
                               if progress_head is not None else None)
 

@@ -44,6 +44,8 @@ def test_mcn_fusion_weights_single_head_and_deterministic_order():
     assert list(first.state_dict()) == list(second.state_dict())
     a, b = first([x]), second([x])
     assert torch.equal(a["embeddings"][0], b["embeddings"][0]) and a["contexts"][0].shape == (5,)
+    context = a["contexts"][0]                      # the drop probability starts at initial_drop (0.02) everywhere
+    assert torch.allclose(torch.sigmoid(a["embeddings"][0] @ context[:-1] + context[-1]), torch.tensor(0.02))
 
 
 def test_progress_head_range_and_position_channel():
@@ -234,3 +236,11 @@ def test_evaluators_fit_on_train_videos_and_score_test_videos():
     evaluator.reset()
     evaluator.process(batch, clean)
     assert evaluator.compute()["phase_acc_100"] == 100.0
+    # drop context scoring 'x_0 > 0.5': frames 0 and 1 (x_0 = 0) predicted dropped; background is 0, 5, 10
+    from trainer.evaluators.alignment import DropDetection
+    evaluator = DropDetection()
+    evaluator.reset()
+    evaluator.process(batch, {**outputs, "contexts": [torch.tensor([-100.0, 0, 0, 0, 50.0])] * 3})
+    drop = evaluator.compute()
+    assert drop["drop_precision"] == 50.0 and drop["drop_recall"] == pytest.approx(100 / 3)
+    assert drop["drop_f1"] == pytest.approx(40.0) and drop["drop_accuracy"] == pytest.approx(100 * 8 / 11)

@@ -7,6 +7,7 @@
   lies from the nearest frame of V showing the same action.
 * Phase classification: an SVC on standardised frame embeddings, fitted on training videos, scored on test ones.
 * Phase progression: R² of a linear regression from embeddings to in-action progress, fitted on training videos.
+* Drop detection: precision, recall, F1 and accuracy of predicting background frames as "dropped".
 """
 from __future__ import annotations
 
@@ -119,3 +120,20 @@ def phase_progression_r2(train_embeddings: Sequence, train_progress: Sequence, t
     if len(y) < 2 or len(test_y) < 2:
         return float("nan")
     return float(LinearRegression().fit(x, y).score(test_x, test_y))
+
+
+def drop_counts(predicted_drop, background) -> np.ndarray:
+    """``[tp, fp, fn, tn]`` of frame-wise drop predictions against background (the frames that should drop)."""
+    predicted, truth = np.asarray(predicted_drop, bool), np.asarray(background, bool)
+    return np.array([(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum(),
+                     (~predicted & ~truth).sum()], dtype=float)
+
+
+def drop_prf1(counts: np.ndarray) -> dict[str, float]:
+    """Precision, recall, F1 and accuracy in percent from summed :func:`drop_counts` (NaN where undefined)."""
+    tp, fp, fn, tn = counts
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return {"drop_precision": 100 * precision, "drop_recall": 100 * recall, "drop_f1": 100 * f1,
+            "drop_accuracy": 100 * (tp + tn) / counts.sum() if counts.sum() else float("nan")}

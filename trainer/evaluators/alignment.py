@@ -12,9 +12,10 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from scipy.special import expit
 
-from model.metrics.alignment import (enclosed_area_error, kendalls_tau, kendalls_tau_wild, phase_classification,
-                                     phase_progression_r2)
+from model.metrics.alignment import (drop_counts, drop_prf1, enclosed_area_error, kendalls_tau, kendalls_tau_wild,
+                                     phase_classification, phase_progression_r2)
 from model.metrics.progress import (action_progress, geodesic_action_progress, online_progress_error, path_length,
                                     video_progress)
 from utils import distributed
@@ -46,12 +47,14 @@ class VideoRecords:
 
     def process(self, batch: dict, outputs: dict) -> None:
         progress = outputs.get("progress") or [None] * len(outputs["embeddings"])
+        contexts = outputs.get("contexts") or [None] * len(outputs["embeddings"])
         for i, embeddings in enumerate(outputs["embeddings"]):
             self.records.append({
                 "handle": batch["handle"][i], "task": batch["task"][i], "split": batch["split"][i],
                 "embeddings": embeddings.numpy(), "labels": batch["labels"][i].numpy(),
                 "segments": [(s, e) for s, e, _ in batch["segments"][i]],
-                "progress": None if progress[i] is None else progress[i].numpy()})
+                "progress": None if progress[i] is None else progress[i].numpy(),
+                "context": None if contexts[i] is None else contexts[i].numpy()})
 
     def compute(self) -> dict[str, float]:
         by_task = defaultdict(lambda: {"train": [], "test": []})
@@ -142,3 +145,25 @@ class OnlineProgressError(VideoRecords):
                 scored = ~np.isnan(r["progress"])
                 scores["ope_action_head"].append(online_progress_error(r["progress"][scored], target[scored]))
         return {name: _mean(values) for name, values in scores.items()}
+
+
+@EVALUATORS.register()
+class DropDetection(VideoRecords):
+    """GTCC drop detection over the ordered pairs of a task's test videos: frame i of U is predicted dropped when
+    ``sigmoid([u_i; 1]ᵀ c(V)) > threshold``; background frames should be dropped. Precision, recall, F1 and accuracy
+    in percent, pooled over the task's pairs (``drop_precision``, ``drop_recall``, ``drop_f1``,
+    ``drop_accuracy``); NaN for a model without a drop-context head."""
+
+    metric_names = ("drop_precision", "drop_recall", "drop_f1", "drop_accuracy")
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def score_task(self, train, test):
+        counts = np.zeros(4)
+        for u, v in itertools.permutations(test, 2):
+            if v["context"] is None:
+                return {}
+            score = u["embeddings"] @ v["context"][:-1] + v["context"][-1]
+            counts += drop_counts(expit(score) > self.threshold, u["labels"] == 0)
+        return drop_prf1(counts)

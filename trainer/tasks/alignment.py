@@ -128,13 +128,16 @@ class TemporalAlignment(Task):
         return prediction
 
     def evaluation_step(self, batch: dict, ctx: StepContext) -> dict:
-        """``{'embeddings': [T_i, D] list (CPU float32), 'progress': [T_i] head predictions or None}``."""
+        """``{'embeddings': [T_i, D] list (CPU float32), 'progress': [T_i] head predictions or None,
+        'contexts': [D+1] drop contexts or None}``."""
         outputs = self.model([f.to(ctx.device, non_blocking=True) for f in batch["features"]])
         embeddings = outputs["embeddings"]
         progress = None
         if getattr(self.model, "progress_head", None) is not None:
             progress = [self.head_progress(e, s) for e, s in zip(embeddings, batch["segments"])]
-        return {"embeddings": [e.detach().float().cpu() for e in embeddings], "progress": progress}
+        contexts = outputs["contexts"]
+        return {"embeddings": [e.detach().float().cpu() for e in embeddings], "progress": progress,
+                "contexts": None if contexts is None else [c.detach().float().cpu() for c in contexts]}
 
 
 __all__ = ["RescaleGradients", "TemporalAlignment"]
