@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--progress-epochs", type=int, default=60, help="0 skips the progress head")
-    parser.add_argument("--losses", nargs="+", default=["tcc", "lav", "vava", "gtcc"])
+    parser.add_argument("--losses", nargs="*", default=["tcc", "lav", "vava", "gtcc", "gtcc_single_head"])
+    parser.add_argument("--progress-config", default="tcc_progress")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/alignment.json"))
     parser.add_argument("--merge", nargs="+", help="combine the results of these reports (one per seed) instead")
@@ -83,17 +84,20 @@ def main(argv=None) -> int:
                     "tau_untrained": run["before"]["kendalls_tau"], "tau_trained": run["after"]["kendalls_tau"],
                     "tau_wild_untrained": run["before"]["kendalls_tau_wild"],
                     "tau_wild_trained": run["after"]["kendalls_tau_wild"],
-                    "phase_acc_100_trained": run["after"]["phase_acc_100"], "seconds": run["seconds"]}
+                    "phase_acc_100_trained": run["after"]["phase_acc_100"], "epochs": args.epochs,
+                    "seconds": run["seconds"]}
                 print(f"seed {seed} {name}: tau {run['before']['kendalls_tau']:.3f} -> "
                       f"{run['after']['kendalls_tau']:.3f} ({run['seconds']} s)", flush=True)
             if not args.progress_epochs:
                 continue
-            run = run_config("tcc_progress", data_dir, seed, args.progress_epochs, work)
+            run = run_config(args.progress_config, data_dir, seed, args.progress_epochs, work)
             results["progress"][seed] = {
                 "ope_action_head": run["after"]["ope_action_head"],
                 "ope_action_constant": run["after"]["ope_action_constant"],
                 "ope_action_geodesic": run["after"]["ope_action_geodesic"],
-                "ope_action_head_untrained": run["before"]["ope_action_head"], "seconds": run["seconds"]}
+                "ope_action_head_untrained": run["before"]["ope_action_head"], "epochs": args.progress_epochs,
+                "config": args.progress_config,
+                "seconds": run["seconds"]}
             print(f"seed {seed} progress head: OPE {run['after']['ope_action_head']:.3f} vs constant "
                   f"{run['after']['ope_action_constant']:.3f}", flush=True)
     return finish(results, args.seeds, args.epochs, args.progress_epochs, args.out)
