@@ -192,7 +192,7 @@ def test_shipped_configs_validate_and_the_progress_config_trains(tmp_path, one_t
     for section in ("data_loader", "valid_data_loader"):
         config[section]["args"].update(task_file=task_file, features_dir=features)
     config["data_loader"]["args"]["num_frames"] = 12
-    config["arch"]["args"]["input_dim"] = 16
+    config["arch"]["args"].update(input_dim=16, num_heads=2)       # MCN fusion exercised too
     config["evaluators"] = [{"type": "AlignmentKendallTau"}, {"type": "OnlineProgressError"}]
     config["trainer"].update(epochs=1, max_steps_per_epoch=3, val_every=1, init_val=False,
                              save_dir=str(tmp_path / "runs"), log_every=1)
