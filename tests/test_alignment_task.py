@@ -110,6 +110,9 @@ def test_phase_classification_separable_features():
     embeddings = [centres[y] + rng.normal(size=(15, 5)) * 0.1 for y in labels]
     accuracy = phase_classification(embeddings[:3], labels[:3], embeddings[3:], labels[3:])
     assert accuracy[1.0] == 1.0
+    from model.metrics.alignment import few_shot_classification
+    few = few_shot_classification(embeddings[:3], labels[:3], embeddings[3:], labels[3:], shots=(1, 2), episodes=3)
+    assert few == {1: (1.0, 0.0), 2: (1.0, 0.0)}
 
 
 # ----------------------------------------------------------------------------- the gradient-rescale hook
@@ -236,6 +239,11 @@ def test_evaluators_fit_on_train_videos_and_score_test_videos():
     evaluator.reset()
     evaluator.process(batch, clean)
     assert evaluator.compute()["phase_acc_100"] == 100.0
+    from trainer.evaluators.alignment import FewShotPhaseClassification
+    evaluator = FewShotPhaseClassification(shots=[1], episodes=2)
+    evaluator.reset()
+    evaluator.process(batch, clean)
+    assert evaluator.compute() == {"few_shot_acc_1": 100.0, "few_shot_ci_1": 0.0}
     # drop context scoring 'x_0 > 0.5': frames 0 and 1 (x_0 = 0) predicted dropped; background is 0, 5, 10
     from trainer.evaluators.alignment import DropDetection
     evaluator = DropDetection()

@@ -5,7 +5,8 @@
 * τ in the wild: the same on alignable (non-background) frames only, ``(C − D) / (n(n−1)/2)``.
 * Enclosed area error: for each alignable frame of U, how far (in frames of V, divided by V's length) its match
   lies from the nearest frame of V showing the same action.
-* Phase classification: an SVC on standardised frame embeddings, fitted on training videos, scored on test ones.
+* Phase classification: an SVC on standardised frame embeddings, fitted on training videos, scored on test ones;
+  few-shot: the same fitted on k random training videos per episode.
 * Phase progression: R² of a linear regression from embeddings to in-action progress, fitted on training videos.
 * Drop detection: precision, recall, F1 and accuracy of predicting background frames as "dropped".
 """
@@ -80,26 +81,48 @@ def _select_videos(num_videos: int, fraction: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(num_videos)[:count]
 
 
+def svc_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Accuracy on the test frames of an SVC (one-vs-one) fitted on standardised training frames; a single training
+    class predicts that class everywhere."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    if len(np.unique(train_y)) < 2:
+        return float(np.mean(test_y == train_y[0]))
+    model = make_pipeline(StandardScaler(), SVC(decision_function_shape="ovo")).fit(train_x, train_y)
+    return float(np.mean(model.predict(test_x) == test_y))
+
+
+def _frames(embeddings: Sequence, labels: Sequence, videos) -> tuple[np.ndarray, np.ndarray]:
+    return (np.concatenate([as_numpy(embeddings[i]) for i in videos]),
+            np.concatenate([np.asarray(labels[i]) for i in videos]))
+
+
 def phase_classification(train_embeddings: Sequence, train_labels: Sequence, test_embeddings: Sequence,
                          test_labels: Sequence, fractions: Sequence[float] = (0.1, 0.5, 1.0), seed: int = 0
                          ) -> dict[float, float]:
     """``{fraction: accuracy}``: an SVC (one-vs-one, on standardised embeddings) fitted on the frames of that
     fraction of the training videos (at least one, chosen with ``seed``), scored on every test frame."""
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-    test_x = np.concatenate([as_numpy(e) for e in test_embeddings])
-    test_y = np.concatenate([np.asarray(y) for y in test_labels])
+    test_x, test_y = _frames(test_embeddings, test_labels, range(len(test_embeddings)))
+    return {fraction: svc_accuracy(*_frames(train_embeddings, train_labels,
+                                            _select_videos(len(train_embeddings), fraction, seed)), test_x, test_y)
+            for fraction in fractions}
+
+
+def few_shot_classification(train_embeddings: Sequence, train_labels: Sequence, test_embeddings: Sequence,
+                            test_labels: Sequence, shots: Sequence[int] = (1, 2, 5), episodes: int = 50,
+                            seed: int = 42) -> dict[int, tuple[float, float]]:
+    """``{shots: (mean accuracy, 95 % CI half-width)}`` over ``episodes`` episodes, each fitting the SVC on
+    ``shots`` random training videos (fewer when the task has fewer) and scoring every test frame."""
+    rng = np.random.default_rng(seed)
+    test_x, test_y = _frames(test_embeddings, test_labels, range(len(test_embeddings)))
     result = {}
-    for fraction in fractions:
-        chosen = _select_videos(len(train_embeddings), fraction, seed)
-        x = np.concatenate([as_numpy(train_embeddings[i]) for i in chosen])
-        y = np.concatenate([np.asarray(train_labels[i]) for i in chosen])
-        if len(np.unique(y)) < 2:
-            result[fraction] = float(np.mean(test_y == y[0]))
-            continue
-        model = make_pipeline(StandardScaler(), SVC(decision_function_shape="ovo")).fit(x, y)
-        result[fraction] = float(np.mean(model.predict(test_x) == test_y))
+    for k in shots:
+        accuracies = [svc_accuracy(*_frames(train_embeddings, train_labels,
+                                            rng.permutation(len(train_embeddings))[:k]), test_x, test_y)
+                      for _ in range(episodes)]
+        half_width = 1.96 * np.std(accuracies, ddof=1) / np.sqrt(episodes) if episodes > 1 else float("nan")
+        result[k] = (float(np.mean(accuracies)), float(half_width))
     return result
 
 

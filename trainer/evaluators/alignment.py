@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from model.metrics.alignment import (drop_counts, drop_prf1, enclosed_area_error, kendalls_tau, kendalls_tau_wild,
-                                     phase_classification, phase_progression_r2)
+from model.metrics.alignment import (drop_counts, drop_prf1, enclosed_area_error, few_shot_classification,
+                                     kendalls_tau, kendalls_tau_wild, phase_classification, phase_progression_r2)
 from model.metrics.progress import (action_progress, geodesic_action_progress, online_progress_error, path_length,
                                     video_progress)
 from utils import distributed
@@ -114,6 +114,26 @@ class PhaseClassification(VideoRecords):
                                   [r["embeddings"] for r in test], progress[1])
         return {"phase_acc_10": 100 * accuracy[0.1], "phase_acc_50": 100 * accuracy[0.5],
                 "phase_acc_100": 100 * accuracy[1.0], "phase_progression_r2": r2}
+
+
+@EVALUATORS.register()
+class FewShotPhaseClassification(VideoRecords):
+    """Few-shot frame classification (TCC protocol): per episode an SVC fitted on ``k`` random training videos of
+    the task, scored on its test videos; mean accuracy in % over ``episodes`` (``few_shot_acc_<k>``) and the 95 %
+    confidence half-width (``few_shot_ci_<k>``)."""
+
+    def __init__(self, shots: list[int] = (1, 2, 5), episodes: int = 50, seed: int = 42):
+        self.shots, self.episodes, self.seed = tuple(shots), episodes, seed
+        self.metric_names = tuple(f"few_shot_{kind}_{k}" for k in self.shots for kind in ("acc", "ci"))
+
+    def score_task(self, train, test):
+        if not train:
+            return {}
+        result = few_shot_classification([r["embeddings"] for r in train], [r["labels"] for r in train],
+                                         [r["embeddings"] for r in test], [r["labels"] for r in test],
+                                         self.shots, self.episodes, self.seed)
+        return {name: 100 * value for k, (mean, ci) in result.items()
+                for name, value in ((f"few_shot_acc_{k}", mean), (f"few_shot_ci_{k}", ci))}
 
 
 @EVALUATORS.register()
