@@ -17,7 +17,7 @@ from model.progress import ProgressHead, with_position_channel
 from model.sequence_encoders import AlignmentEncoder, MultiHeadFusion
 from tests.alignment_fixtures import line, tiny_procedural
 from trainer import launch
-from trainer.tasks.alignment import RescaleGradients, TemporalAlignment
+from trainer.tasks.alignment import TemporalAlignment
 from trainer.tasks.base import StepContext
 from utils.config import ConfigParser
 from utils.config_files import load_config_file
@@ -149,7 +149,8 @@ def test_head_gradients_do_not_depend_on_lambda_and_encoder_gradients_scale_with
     # inside an accumulation window nothing is rescaled yet (the gradients are still being summed)
     head_unscaled, _ = rescaled_gradients(1e6, accumulation=2, micro_step=0)
     assert torch.allclose(head_unscaled[0], head_large[0] * 1e6, rtol=1e-10)
-    assert isinstance(RescaleGradients(), RescaleGradients)
+    with pytest.raises(ValueError, match="drop-context head"):
+        TemporalAlignment(AlignmentEncoder(5, 4, encoder="mlp", drop_context=True, context_hidden=[3]), TCCLoss())
 
 
 # ----------------------------------------------------------------------------- learning and the engine

@@ -69,6 +69,11 @@ class TemporalAlignment(Task):
         if progress is not None and head is None:
             raise ValueError("task.args.progress is set but the model has no progress head; set "
                              "arch.args.progress_head (e.g. {\"hidden\": 64})")
+        if (objective is not None and getattr(model, "drop_context", None) is not None
+                and not getattr(objective, "uses_contexts", False)):
+            raise ValueError(f"the model has a drop-context head (arch.args.drop_context) but the loss "
+                             f"{type(objective).__name__} does not use it (only GTCCLoss does); its parameters would "
+                             "get no gradient")
         self.progress = ProgressObjective(**progress) if progress is not None else None
         self.progress_eval_stride, self.seed = progress_eval_stride, seed
 

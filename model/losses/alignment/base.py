@@ -50,6 +50,7 @@ class PairwiseAlignmentLoss(nn.Module):
     name = "align"
     self_pairs = False
     pair_reduction = "mean"   # or "sum" over pairs
+    uses_contexts = False     # whether the model's drop contexts enter the loss
 
     def forward(self, embeddings: list[torch.Tensor], contexts: list[torch.Tensor] | None = None,
                 step: int = 0, epoch: int = 0) -> tuple[torch.Tensor, dict]:

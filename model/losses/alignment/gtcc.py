@@ -64,6 +64,7 @@ class GTCCLoss(PairwiseAlignmentLoss):
     """
 
     name = "gtcc"
+    uses_contexts = True
 
     def __init__(self, num_components: int = 15, tau: float = 0.1, lam: float = 1e-3,
                  window_fraction: float = 0.2, gmm_iterations: int = 20,
