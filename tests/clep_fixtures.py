@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from data_loader.clep_preprocess import preprocess
 from model.text_encoders import HashTextEncoder
@@ -25,15 +24,6 @@ class CountingEncoder(HashTextEncoder):
         self.calls += 1
         self.texts += len(texts)
         return super().encode(texts)
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread: on a loaded 2-core machine two threads make small matrix products 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -32,3 +32,14 @@ def long_clip_synthetic(tmp_path_factory):
     generate(str(root), seed=0, num_videos=3, num_mcq_videos=5, clips_per_video=(4, 5), chunk_len=chunk_len, fps=10,
              frame_size=32, clip_duration=(1.6, 4.0))
     return {"data_dir": str(root / "videos"), "meta_dir": str(root / "meta"), "root": root, "chunk_len": chunk_len}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models gain nothing from two, and on a loaded 2-core machine two
+    threads make small matrix products many times slower."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -154,16 +154,7 @@ def test_head_gradients_do_not_depend_on_lambda_and_encoder_gradients_scale_with
 
 
 # ----------------------------------------------------------------------------- learning and the engine
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight the other test processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tcc_training_raises_kendalls_tau(tmp_path, one_thread):
+def test_tcc_training_raises_kendalls_tau(tmp_path, one_torch_thread):
     from data_loader.procedural import ProceduralDataset
     task_file, features = tiny_procedural(tmp_path, videos=8, nuisance=2.0)
     data = ProceduralDataset(task_file, features, split="train", tasks=["task0"])
@@ -188,7 +179,7 @@ def test_tcc_training_raises_kendalls_tau(tmp_path, one_thread):
     assert tau() > before + 0.1
 
 
-def test_shipped_configs_validate_and_the_progress_config_trains(tmp_path, one_thread):
+def test_shipped_configs_validate_and_the_progress_config_trains(tmp_path, one_torch_thread):
     for path in sorted(glob.glob(str(ROOT / "configs/align/[!_]*.json"))):
         ConfigParser(load_config_file(path), source=path)
     task_file, features = tiny_procedural(tmp_path / "data")

@@ -15,7 +15,7 @@ from data_loader.feature_store import H5FeatureWriter
 from data_loader.narration_features import NarrationFeatureDataset
 from model.clep import CLEPTwoTower, LogitScale, normalize_classifier
 from model.losses.contrastive import contrastive_loss
-from tests.clep_fixtures import SMALL, clep_processed, clep_raw, single_thread  # noqa: F401
+from tests.clep_fixtures import SMALL, clep_processed, clep_raw  # noqa: F401
 from trainer import launch
 from trainer.evaluators.zero_shot import CharadesZeroShot, ZeroShotTopK
 from trainer.options import TrainerOptions
@@ -23,6 +23,8 @@ from trainer.state import load_training_checkpoint
 from trainer.tasks.clep import CLEPTraining, ClampLogitScale
 from utils.config import ConfigParser
 from utils.config_files import load_config_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 ROOT = Path(__file__).resolve().parents[1]
 

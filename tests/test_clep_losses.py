@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from model.clep import CLEPLoss
 from model.loss import EgoNCE
 from model.losses.contrastive import contrastive_loss, similarity_targets
-from tests.clep_fixtures import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 
 @pytest.mark.parametrize("batch,scale", [(2, 1.0), (5, 2.659), (16, 4.605)])

@@ -11,7 +11,8 @@ from model.hierarchical_objective import (HierarchicalPredictionObjective, annea
 from model.losses.ssl import cosine, soft_ce, vicreg
 from model.metrics.knn import knn_accuracy, weighted_knn_scores
 from model.metrics.multiview import multiview_accuracy
-from tests.hier_ssl_fixtures import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 
 def encoder(causal=(False, True, True), detach=True, clips=2, frames_per_clip=4, **kwargs):

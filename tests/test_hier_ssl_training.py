@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from data_loader.ssl_video import H5VideoSource, SSLVideoLoader, SSLWindowDataset, VideoFileSource, sliding_windows
-from tests.hier_ssl_fixtures import one_thread  # noqa: F401
 from trainer import launch
 from trainer.evaluators.features import LinearProbe, MultiViewAccuracy, WeightedKNN
 from trainer.tasks.base import StepContext
@@ -17,6 +16,8 @@ from trainer.tasks.hier_ssl import AlternatingFreeze
 from utils.config import ConfigParser
 from utils.config_files import load_config_file
 from utils.synthetic_ssl import generate_ssl_h5, moving_square_videos, write_ssl_h5, write_ssl_video_files
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 
 @pytest.fixture(scope="module")
