@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from data_loader.clep_preprocess import preprocess  # noqa: E402
-from model.text_encoders import HashTextEncoder  # noqa: E402
+from model.sentence_encoders import HashTextEncoder  # noqa: E402
 from trainer import launch  # noqa: E402
 from trainer.evaluation import evaluate_task  # noqa: E402
 from utils.config import ConfigParser, set_by_path  # noqa: E402

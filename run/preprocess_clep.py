@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_loader.clep_preprocess import NarrationFilter, preprocess  # noqa: E402
-from model.text_encoders import build_text_encoder  # noqa: E402
+from model.sentence_encoders import build_text_encoder  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

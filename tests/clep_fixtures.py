@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from data_loader.clep_preprocess import preprocess
-from model.text_encoders import HashTextEncoder
+from model.sentence_encoders import HashTextEncoder
 from utils.synthetic_clep import SyntheticCLEPConfig, generate, preprocess_inputs
 
 SMALL = SyntheticCLEPConfig(num_concepts=10, num_videos=14, num_val_videos=2, k400_clips_per_class=3,

@@ -14,7 +14,7 @@ import torch
 
 from data_loader.clep_preprocess import NarrationFilter, preprocess, video_narrations, write_narration_table
 from data_loader.feature_store import H5FeatureStore
-from model.text_encoders import HashTextEncoder, MeanPoolingEncoder, minilm_model_dir
+from model.sentence_encoders import HashTextEncoder, MeanPoolingEncoder, minilm_model_dir
 from tests.clep_fixtures import SMALL, CountingEncoder, clep_processed, clep_raw  # noqa: F401
 from utils.json_stream import iter_object_members
 from utils.synthetic_clep import preprocess_inputs

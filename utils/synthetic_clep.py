@@ -1,7 +1,7 @@
 """A synthetic Ego4D-CLEP set in the real file formats, with a known answer.
 
 K latent concepts ("cut onion", "wash cup", ...). Concept k's text vector ``c_k`` is the hash-encoder
-embedding of its words (:class:`model.text_encoders.HashTextEncoder`, the encoder the preprocessing uses for
+embedding of its words (:class:`model.sentence_encoders.HashTextEncoder`, the encoder the preprocessing uses for
 this set); its visual vector is ``A·c_k`` for a fixed random matrix ``A`` [video_dim, text_dim] that the model
 never sees. Each video is a timeline of concept segments; its feature rows, at 1.875 rows/s (Omnivore's
 30 fps / stride 16), are the active concept's visual vector plus Gaussian noise. Narrations sit at segment
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.text_encoders import HashTextEncoder
+from model.sentence_encoders import HashTextEncoder
 
 FEATURES_PER_SECOND = 1.875
 VERBS = ["cut", "wash", "open", "stir", "pour", "fold", "carry", "peel", "wipe", "press", "lift", "sweep"]
