@@ -78,13 +78,17 @@ def _qualname(obj) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-TASKS = Registry("task", ["trainer.tasks", "trainer.tasks.hier_ssl", "trainer.tasks.alignment"])
+TASK_MODULES = ["trainer.tasks", "trainer.tasks.retrieval", "trainer.tasks.recognition", "trainer.tasks.extract",
+                "trainer.tasks.clep", "trainer.tasks.hier_ssl", "trainer.tasks.alignment"]
+TASKS = Registry("task", TASK_MODULES)
 MODELS = Registry("model", ["model.model", "model.clep", "model.hierarchical", "model.sequence_encoders"])
 LOSSES = Registry("loss", ["model.loss", "model.clep", "model.hierarchical_objective", "model.losses.alignment",
                            "model.losses.progress"])
 LOADERS = Registry("data loader", ["data_loader.data_loader", "data_loader.narration_features",
                                    "data_loader.labelled_features", "data_loader.ek100_mir", "data_loader.charades_ego",
                                    "data_loader.ssl_video", "data_loader.procedural"])
-EVALUATORS = Registry("evaluator", ["trainer.evaluators", "trainer.evaluators.features", "trainer.evaluators.alignment"])
-HOOKS = Registry("hook", ["trainer.hooks", "trainer.tasks.clep", "trainer.tasks.hier_ssl", "trainer.tasks.alignment"])
+EVALUATORS = Registry("evaluator", ["trainer.evaluators", "trainer.evaluators.zero_shot", "trainer.evaluators.ek100_mir",
+                                    "trainer.evaluators.charades_ego", "trainer.evaluators.features",
+                                    "trainer.evaluators.alignment"])
+HOOKS = Registry("hook", ["trainer.hooks", *TASK_MODULES])  # tasks define the hooks they need
 LR_SCHEDULES = Registry("lr_scheduler", ["trainer.lr_schedule"])
