@@ -14,6 +14,7 @@ gives the rest:
 """
 from __future__ import annotations
 
+import abc
 import os
 from typing import Literal
 
@@ -33,7 +34,7 @@ from utils.distributed import get_rank, get_world_size
 SHORT_CLIP_POLICIES = ("error", "repeat")
 
 
-class VideoFileClips(Dataset):
+class VideoFileClips(Dataset, abc.ABC):
     """Base class (see the module docstring).
 
     Args:
@@ -84,8 +85,9 @@ class VideoFileClips(Dataset):
     def __len__(self) -> int:
         return len(self.metadata)
 
+    @abc.abstractmethod
     def row_name(self, index: int) -> str:
-        raise NotImplementedError
+        """How errors name the annotation row of ``index``."""
 
     def read_frames(self, index: int, video: str, start: float, stop: float, rng: np.random.Generator) -> torch.Tensor:
         """float ``[T, 3, R, R]``: ``num_frames`` frames of ``[start, stop)`` s of ``video`` (relative to
@@ -110,11 +112,13 @@ class VideoFileClips(Dataset):
             raise _RowReadError(self.row_name(index), err) from err
         return num_frames / fps
 
+    @abc.abstractmethod
     def _train_sample(self, index: int, rng: np.random.Generator) -> dict:
-        raise NotImplementedError
+        """A training item."""
 
+    @abc.abstractmethod
     def _test_sample(self, index: int, rng: np.random.Generator) -> dict:
-        raise NotImplementedError
+        """An evaluation item."""
 
     def __getitem__(self, index) -> dict:
         """Item ``index``; an :class:`data_loader.samplers.EpochIndex` also gives the epoch."""

@@ -7,6 +7,7 @@ Each rank sees a shard of the videos; ``compute`` gathers the records of every r
 """
 from __future__ import annotations
 
+import abc
 import itertools
 from collections import defaultdict
 
@@ -36,7 +37,7 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-class VideoRecords:
+class VideoRecords(abc.ABC):
     """Base class: keeps one record per video; subclasses implement ``score_task(train, test) -> {metric: value}``
     and the result is the mean over tasks (tasks without test videos are skipped)."""
 
@@ -67,8 +68,9 @@ class VideoRecords:
                     scores[name].append(value)
         return {name: _mean(scores.get(name, [])) for name in self.metric_names}
 
+    @abc.abstractmethod
     def score_task(self, train: list[dict], test: list[dict]) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics of one task from its training and test video records."""
 
 
 @EVALUATORS.register()

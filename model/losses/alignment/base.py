@@ -5,6 +5,7 @@ tensors (lengths may differ). It returns ``(loss, components)``: a scalar, and `
 """
 from __future__ import annotations
 
+import abc
 from typing import Literal
 
 import torch
@@ -38,7 +39,7 @@ def ordered_pairs(num_videos: int, self_pairs: bool = False) -> list[tuple[int, 
     return [(i, j) for i in range(num_videos) for j in range(num_videos) if self_pairs or i != j]
 
 
-class PairwiseAlignmentLoss(nn.Module):
+class PairwiseAlignmentLoss(nn.Module, abc.ABC):
     """Mean (or sum, ``pair_reduction``) of :meth:`pair_loss` over the ordered pairs of a batch (``self_pairs``
     adds ``(i, i)``).
 
@@ -67,5 +68,6 @@ class PairwiseAlignmentLoss(nn.Module):
             loss = loss.sum() if self.pair_reduction == "sum" else loss.mean()
         return loss, {f"align_{self.name}": loss.detach()}
 
+    @abc.abstractmethod
     def pair_loss(self, u, v, index_u, index_v, contexts, step, epoch) -> torch.Tensor:
-        raise NotImplementedError
+        """The scalar loss of aligning ``u`` [N, D] with ``v`` [M, D]."""
