@@ -1,13 +1,13 @@
 """Learning benchmark of the temporal-alignment system on synthetic procedural videos (CPU, a few minutes).
 
-For each alignment loss (configs/align/{tcc,lav,vava,gtcc}.json) and each seed, a fresh synthetic dataset is
-written (``utils.synthetic_procedural``, that seed) and the config is trained through the engine
-(``trainer.launch.train``, the same path as ``run/train.py``). Kendall's τ of the test videos is measured before
-training (the untrained encoder, ``init_val``) and after. For the progress head (configs/align/
-tcc_progress.json), the action-level online progress error of the head is compared with the constant-0.5
-baseline's. Pass criteria: τ after > τ before + 0.05 on every seed, and head error ≤ constant error / 2.
+For each alignment loss (configs/align/{tcc,lav,vava,gtcc,gtcc_single_head}.json) and each seed, a fresh
+synthetic dataset is written (``utils.synthetic_procedural`` defaults, that seed: 2 tasks × 40 videos) and the
+config is trained through the engine (``trainer.launch.train``, the same path as ``run/train.py``). Kendall's
+τ of the test videos is measured before training (the untrained encoder, ``init_val``) and after. For the
+progress head (configs/align/tcc_progress.json), the action-level online progress error of the head is compared
+with the constant-0.5 baseline's. Pass criteria: τ after > τ before + 0.05 on every seed, and head error ≤ constant error / 2.
 
-Usage: python benchmarks/bench_alignment.py [--seeds 0 1 2 --epochs 20 --losses tcc lav vava gtcc --threads 1]
+Usage: python benchmarks/bench_alignment.py [--seeds 0 1 2 --epochs 10 --losses tcc lav vava gtcc --threads 1]
 Writes benchmarks/results/alignment.json and prints a summary. Seeds can run in separate processes
 (``--seeds 1 --out /tmp/seed1.json``) and be combined with ``--merge /tmp/seed*.json``.
 """
@@ -54,8 +54,8 @@ def run_config(name: str, data_dir: Path, seed: int, epochs: int, work: Path) ->
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--progress-epochs", type=int, default=60, help="0 skips the progress head")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--progress-epochs", type=int, default=30, help="0 skips the progress head")
     parser.add_argument("--losses", nargs="*", default=["tcc", "lav", "vava", "gtcc", "gtcc_single_head"])
     parser.add_argument("--progress-config", default="tcc_progress")
     parser.add_argument("--threads", type=int, default=1)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             for name, per_seed in report["results"]["alignment"].items():
                 results["alignment"].setdefault(name, {}).update(per_seed)
             results["progress"].update(report["results"]["progress"])
-        seeds = sorted(int(s) for report in reports for s in report["seeds"])
+        seeds = sorted({int(s) for report in reports for s in report["seeds"]})
         return finish(results, seeds, reports[0]["epochs"], reports[0]["progress_epochs"], args.out)
     torch.set_num_threads(args.threads)
     results = {"alignment": {}, "progress": {}}

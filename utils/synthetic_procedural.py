@@ -1,6 +1,6 @@
 """Synthetic procedural videos in the EgoProceL layout: ``egoprocel.json`` plus ``features/<handle>.npy``.
 
-    python -m utils.synthetic_procedural --out data/synthetic/procedural [--seed 0 --tasks 2 --videos 10 ...]
+    python -m utils.synthetic_procedural --out data/synthetic/procedural [--seed 0 --tasks 2 --videos 40 ...]
 
 Each task has ``actions`` steps in a fixed order; every video of the task performs them in that order (with
 probability ``p_swap`` two neighbouring steps are swapped, with ``p_repeat`` one step is done twice) for a random
@@ -12,6 +12,10 @@ That signal lives in ``signal_dim`` dimensions; the other ``dim − signal_dim``
 standard deviation ``nuisance`` (a distractor, as in real features: matching raw features frame to frame is
 unreliable, an encoder must learn which directions matter), and a fixed random rotation mixes the two.
 The output is a pure function of the arguments.
+
+The default of 40 videos per task gives a learned model about 26 training examples of each step (65 % split):
+with 10 videos (6–7 examples of a step) the progress head stopped near 0.12 online error whatever its inputs,
+size or the feature noise, and GTCC with a multi-head encoder learned on some seeds only.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def video_plan(num_actions: int, rng: np.random.Generator, frames_per_action: tu
     return [(step, n) for step, n in plan if n > 0]
 
 
-def make_procedural(out: str | Path, num_tasks: int = 2, videos_per_task: int = 10, actions: int = 4,
+def make_procedural(out: str | Path, num_tasks: int = 2, videos_per_task: int = 40, actions: int = 4,
                     dim: int = 32, signal_dim: int = 8, frames_per_action: tuple[int, int] = (8, 20),
                     background_frames: tuple[int, int] = (0, 6), p_repeat: float = 0.0, p_swap: float = 0.0,
                     noise: float = 0.3, nuisance: float = 1.5, phase_scale: float = 1.0, seed: int = 0) -> Path:
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.synthetic_procedural", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/synthetic/procedural")
     parser.add_argument("--tasks", type=int, default=2)
-    parser.add_argument("--videos", type=int, default=10, help="videos per task")
+    parser.add_argument("--videos", type=int, default=40, help="videos per task")
     parser.add_argument("--actions", type=int, default=4, help="steps per task")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--p-repeat", type=float, default=0.0)
