@@ -5,7 +5,8 @@ synthetic dataset is written (``utils.synthetic_procedural`` defaults, that seed
 config is trained through the engine (``trainer.launch.train``, the same path as ``run/train.py``). Kendall's
 τ of the test videos is measured before training (the untrained encoder, ``init_val``) and after. For the
 progress head (configs/align/tcc_progress.json), the action-level online progress error of the head is compared
-with the constant-0.5 baseline's. Pass criteria: τ after > τ before + 0.05 on every seed, and head error ≤ constant error / 2.
+with the constant-0.5 baseline's. Pass criteria: τ after > τ before + 0.05 on every seed, and head error ≤
+constant error / 2.
 
 Usage: python benchmarks/bench_alignment.py [--seeds 0 1 2 --epochs 10 --losses tcc lav vava gtcc --threads 1]
 Writes benchmarks/results/alignment.json and prints a summary. Seeds can run in separate processes
