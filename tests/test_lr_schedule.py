@@ -44,3 +44,17 @@ def test_param_groups_split_new_norm_and_bias():
     assert [p.shape for p in groups["decay"]["params"]] == [torch.Size([4, 4])]
     assert len(groups["no_decay"]["params"]) == 3 and groups["no_decay"]["weight_decay"] == 0.0
     assert groups["new"]["params"][0] is model.fusion_logits and groups["new"]["lr"] == pytest.approx(1e-3)
+
+
+def test_frozen_parameters_leave_the_optimizer_and_a_typo_is_an_error():
+    from trainer.param_groups import freeze_parameters
+    model = torch.nn.Module()
+    model.text = torch.nn.Linear(4, 4)
+    model.video = torch.nn.Linear(4, 2)
+    assert freeze_parameters(model, ["text."]) == 20
+    assert not model.text.weight.requires_grad and model.video.weight.requires_grad
+    groups = build_param_groups(model, base_lr=1e-4, weight_decay=0.05, options=TrainerOptions())
+    trained = [p for g in groups for p in g["params"]]
+    assert len(trained) == 2 and all(p.requires_grad for p in trained)
+    with pytest.raises(ValueError, match="'txt' matches no parameter"):
+        freeze_parameters(model, ["txt"])

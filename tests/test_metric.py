@@ -39,3 +39,22 @@ def test_counts_from_shards_add_up_to_the_whole():
 def test_type_with_no_questions_is_nan_not_an_error():
     result = egomcq_accuracy(egomcq_counts(torch.eye(5)[:2], torch.tensor([0, 1]), torch.tensor([1, 1])))
     assert result["inter_video_acc"] == 100.0 and math.isnan(result["intra_video_acc"])
+
+
+def test_egomcq_query_groups_score_their_questions_alone():
+    from trainer.evaluators.egomcq import EgoMCQEvaluator
+    # 4 questions; the answer is choice 0 and the video equals the text for the queries answered right
+    text = torch.eye(4)
+    right = [True, False, True, True]
+    video = torch.stack([torch.stack([text[i] if (c == 0) == right[i] else -text[i] for c in range(5)])
+                         for i in range(4)]).flatten(0, 1)
+    batch = {"text": ["taps the red circle", "taps the blue square", "lifts the red circle", "holds it"],
+             "correct": torch.zeros(4, dtype=torch.long), "type": torch.tensor([2, 2, 2, 1])}
+    evaluator = EgoMCQEvaluator(query_groups={"tap": r"\btaps\b", "red": "red"})
+    evaluator.reset()
+    evaluator.process(batch, {"text": text, "video": {"": video, "scale4/": video}})
+    result = evaluator.compute()
+    assert result["intra_video_acc"] == 100 * 2 / 3 and result["inter_video_acc"] == 100.0
+    assert result["tap/intra_video_acc"] == 50.0 and result["tap/intra_video_questions"] == 2
+    assert math.isnan(result["tap/inter_video_acc"])
+    assert result["red/intra_video_acc"] == 100.0 and result["red/scale4/intra_video_questions"] == 2

@@ -181,3 +181,34 @@ def test_cli_writes_metadata(tmp_path):
 def test_invalid_configs_are_rejected(tmp_path, bad):
     with pytest.raises(ValueError):
         synthetic.generate(str(tmp_path), write_videos=False, **bad)
+
+
+def test_temporal_scale_verbs_are_rendered_as_described():
+    config = synthetic.SyntheticConfig(seed=1, num_verbs=14, frame_size=(48, 48))
+    seen = set()
+    for index in range(8):
+        if len(seen) == 4:
+            break
+        plan = synthetic._plan_video(config, index)
+        frames = list(synthetic.render_frames(plan, config))
+        for clip in plan.clips:
+            verb = synthetic.VERBS[clip.verb][0]
+            if verb not in synthetic.FINE_TEMPORAL_VERBS + synthetic.LONG_RANGE_VERBS:
+                continue
+            seen.add(verb)
+            colour = synthetic.COLOURS[clip.noun // config.num_shapes][1]
+            states = [centre_and_area(torch.from_numpy(frames[f]), colour)
+                      for f in range(clip.start_frame, clip.end_frame)]
+            hidden = [i for i, (_, area) in enumerate(states) if area == 0]
+            n = len(states)
+            if verb == "tap":
+                assert len(hidden) == 2 and hidden[1] == hidden[0] + 1 and n // 4 <= hidden[0] < 3 * n // 4, hidden
+                continue
+            assert not hidden
+            xs = [centre[0] for centre, _ in states]
+            if verb == "hold":
+                assert max(xs) - min(xs) < 0.5
+                continue
+            sign = -1 if verb == "left_and_back" else 1
+            assert abs(xs[-1] - xs[0]) < 1.5 and sign * (xs[n // 2] - xs[0]) > 8, (verb, xs)
+    assert seen == {"tap", "hold", "left_and_back", "right_and_back"}

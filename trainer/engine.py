@@ -22,6 +22,7 @@ from tqdm import tqdm
 from data_loader.worker_signals import PREEMPTION_SIGNALS, start_iterator
 from trainer.evaluation import EvaluationInterrupted, evaluate_task, format_metrics
 from trainer.hooks import build_hooks, hook_keys
+from trainer.param_groups import freeze_parameters
 from trainer.state import (capture_all_ranks_rng, load_training_checkpoint, remove_stale_temporaries, restore_rng,
                            resumed_epoch_loader, save_atomic)
 from trainer.tasks.base import StepContext
@@ -81,6 +82,10 @@ class Engine:
         for module in task.modules():  # every schedule spans the whole run
             if hasattr(module, "set_total_steps"):
                 module.set_total_steps(self.total_steps)
+        if self.options.frozen_param_patterns:
+            frozen = freeze_parameters(task.model, self.options.frozen_param_patterns)
+            logger.info("frozen: %.2f M parameter values matching %s", frozen / 1e6,
+                        self.options.frozen_param_patterns)
         self.optimizers, self.lr_schedulers = self._build_optimizers()
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None

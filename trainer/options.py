@@ -32,6 +32,7 @@ class TrainerOptions:
     new_param_patterns: list = field(default_factory=lambda: ["fusion"])
     new_param_lr_scale: Annotated[float, Bounds(0)] = 1.0  # lr multiplier for new_param_patterns parameters
     new_param_weight_decay: float = 0.0
+    frozen_param_patterns: list = field(default_factory=list)  # parameters whose name contains one are not trained
     tqdm: bool = True
 
     def __post_init__(self):

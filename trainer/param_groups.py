@@ -1,4 +1,4 @@
-"""Optimizer parameter groups: weight decay on weights only, and a separate rate for new parameters."""
+"""Optimizer parameter groups: weight decay on weights only, a separate rate for new parameters, frozen ones."""
 from __future__ import annotations
 
 from torch import nn
@@ -23,3 +23,18 @@ def build_param_groups(model: nn.Module, base_lr: float, weight_decay: float, op
         {"name": "new", "params": groups["new"], "weight_decay": options.new_param_weight_decay,
          "lr": base_lr * options.new_param_lr_scale},
     ) if g["params"]]
+
+
+def freeze_parameters(model: nn.Module, patterns: list[str]) -> int:
+    """Stop training the parameters whose name contains one of ``patterns``; returns how many values were frozen.
+    A pattern that names no parameter is an error (a typo would otherwise train everything)."""
+    frozen = 0
+    for pattern in patterns:
+        matched = [p for name, p in model.named_parameters() if pattern in name]
+        if not matched:
+            raise ValueError(f"trainer.frozen_param_patterns: {pattern!r} matches no parameter of "
+                             f"{type(model).__name__}")
+        for param in matched:
+            frozen += param.numel() if param.requires_grad else 0
+            param.requires_grad_(False)
+    return frozen

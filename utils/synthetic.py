@@ -12,7 +12,11 @@ A narrated clip shows one object doing one action and the verb is the action ("#
 circle to the left"); the clip window is exactly the action. Actions come in pairs that no single
 frame separates: direction (left/right, up/down), speed (moves vs nudges: large vs small
 displacement over the clip), size change (stretches vs squeezes) and event order (puts down: absent
-then present; picks up: present then absent). Between clips the last state is held. Several clips
+then present; picks up: present then absent). With ``num_verbs=14`` four temporal-scale verbs are added:
+taps (the object vanishes on 2 consecutive frames in the middle half of the clip) vs holds (nothing changes),
+which sparse frame sampling (4 frames of a 30-frame clip) usually cannot tell apart, and moves to the left /
+right and back (out to the middle of the clip and back: the same start and end, a similar path), which only the
+order of the clip's halves separates. Between clips the last state is held. Several clips
 of a video share its objects, so intra-video questions need the action. Clips last 1-4 s
 (log-uniform) with 0-0.8 s idle between them, so ~20 % of adjacent narrations are under 2 s apart;
 at the default 15 fps ~95 % of clips hold at least 16 frames.
@@ -48,7 +52,14 @@ VERBS = (("move_left", "moves the {noun} to the left"), ("move_right", "moves th
          ("put_down", "puts down the {noun}"), ("pick_up", "picks up the {noun}"),
          ("stretch", "stretches the {noun}"), ("squeeze", "squeezes the {noun}"),
          ("nudge_left", "nudges the {noun} slightly to the left"),
-         ("nudge_right", "nudges the {noun} slightly to the right"))
+         ("nudge_right", "nudges the {noun} slightly to the right"),
+         # temporal-scale verbs (off by default, see DEFAULT_NUM_VERBS)
+         ("tap", "taps the {noun}"), ("hold", "holds the {noun}"),
+         ("left_and_back", "moves the {noun} to the left and back"),
+         ("right_and_back", "moves the {noun} to the right and back"))
+DEFAULT_NUM_VERBS = 10  # the demo set's verbs; 14 adds the temporal-scale verbs
+FINE_TEMPORAL_VERBS = ("tap", "hold")  # a tap hides the object for 2 frames: sparse frame samples miss it
+LONG_RANGE_VERBS = ("left_and_back", "right_and_back")  # no net displacement: only the order of the halves differs
 NARRATION_SOURCE = "narration_pass_1"
 
 
@@ -57,7 +68,8 @@ class ClipPlan:
     """One narrated action on frames ``[start_frame, end_frame)``.
 
     The object is drawn at centre ``(x0, y0) -> (x1, y1)`` and radius ``r0 -> r1`` (pixels, linear in
-    the clip phase u in [0, 1]) and is visible while ``show_from <= u < show_until`` (1.0 = to the end).
+    the clip phase u in [0, 1]; with ``out_and_back`` the centre goes to ``(x1, y1)`` at u = 0.5 and back) and is
+    visible while ``show_from <= u < show_until`` (1.0 = to the end) except while ``hide_from <= u < hide_until``.
     """
     start_frame: int
     end_frame: int
@@ -71,12 +83,17 @@ class ClipPlan:
     r1: float
     show_from: float
     show_until: float
+    hide_from: float = 2.0
+    hide_until: float = 2.0
+    out_and_back: bool = False
 
     def state(self, frame: int) -> tuple[bool, float, float, float]:
         """``(visible, cx, cy, radius)`` at video frame ``frame`` (held after the clip ends)."""
         u = min(1.0, max(0.0, (frame - self.start_frame) / max(1, self.end_frame - self.start_frame - 1)))
-        visible = self.show_from <= u and (u < self.show_until or self.show_until >= 1.0)
-        return (visible, self.x0 + (self.x1 - self.x0) * u, self.y0 + (self.y1 - self.y0) * u,
+        visible = (self.show_from <= u and (u < self.show_until or self.show_until >= 1.0)
+                   and not self.hide_from <= u < self.hide_until)
+        p = 1.0 - abs(2.0 * u - 1.0) if self.out_and_back else u
+        return (visible, self.x0 + (self.x1 - self.x0) * p, self.y0 + (self.y1 - self.y0) * p,
                 self.r0 + (self.r1 - self.r0) * u)
 
 
@@ -104,7 +121,7 @@ class SyntheticConfig:
     frame_size: tuple[int, int] = (64, 64)
     num_colours: int = 4
     num_shapes: int = 3
-    num_verbs: int = len(VERBS)
+    num_verbs: int = DEFAULT_NUM_VERBS
     object_size: float = 0.18  # object radius as a fraction of the short side (stretch/squeeze x0.5..1.5)
 
     def validate(self) -> None:
@@ -137,15 +154,17 @@ class SyntheticConfig:
         return f"{COLOURS[noun // self.num_shapes][0]} {SHAPES[noun % self.num_shapes]}"
 
 
-def _action(rng: np.random.Generator, verb: str, height: int, width: int, object_size: float) -> dict[str, float]:
-    """Random geometry of one action (keys of :class:`ClipPlan` from ``x0`` on), kept inside the frame."""
+def _action(rng: np.random.Generator, verb: str, height: int, width: int, object_size: float,
+            num_frames: int) -> dict[str, float]:
+    """Random geometry of one ``num_frames``-frame action (keys of :class:`ClipPlan` from ``x0`` on), kept inside
+    the frame."""
     base = object_size * min(height, width)
     margin = 1.5 * base + 1
     r = base * rng.uniform(0.9, 1.1)
     x, y = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
     geometry = dict(x0=x, y0=y, x1=x, y1=y, r0=r, r1=r, show_from=0.0, show_until=1.0)
     direction = {"move_left": (-1, 0), "move_right": (1, 0), "lift": (0, -1), "lower": (0, 1),
-                 "nudge_left": (-1, 0), "nudge_right": (1, 0)}
+                 "nudge_left": (-1, 0), "nudge_right": (1, 0), "left_and_back": (-1, 0), "right_and_back": (1, 0)}
     if verb in direction:
         dx, dy = direction[verb]
         extent = width if dx else height
@@ -155,6 +174,11 @@ def _action(rng: np.random.Generator, verb: str, height: int, width: int, object
         start = rng.uniform(low, low + max(0.0, extent - 2 * margin - distance))
         key = "x" if dx else "y"
         geometry[f"{key}0"], geometry[f"{key}1"] = start, start + (dx + dy) * distance
+        geometry["out_and_back"] = verb.endswith("_and_back")
+    elif verb == "tap":  # hidden on 2 consecutive frames in the middle half of the clip
+        last = max(1, num_frames - 1)
+        first = int(rng.integers(num_frames // 4, max(num_frames // 4 + 1, 3 * num_frames // 4 - 1)))
+        geometry["hide_from"], geometry["hide_until"] = first / last, (first + 2) / last
     elif verb in ("put_down", "pick_up"):
         geometry["show_from" if verb == "put_down" else "show_until"] = rng.uniform(0.3, 0.7)
     elif verb in ("stretch", "squeeze"):
@@ -182,7 +206,7 @@ def _plan_video(config: SyntheticConfig, index: int) -> VideoPlan:
         duration = max(2, seconds(config.clip_duration, log_uniform=True))
         verb, noun = int(rng.integers(config.num_verbs)), int(rng.choice(nouns))
         clips.append(ClipPlan(frame, frame + duration, verb, noun, **_action(rng, VERBS[verb][0], height, width,
-                                                                         config.object_size)))
+                                                                         config.object_size, duration)))
         frame += duration + seconds(config.idle_gap)
     background = tuple(int(v) for v in rng.integers(70, 140) + rng.integers(-12, 13, size=3))
     return VideoPlan(uid, frame + seconds((0.5, 1.5)), background, tuple(clips))
@@ -321,7 +345,7 @@ def generate(out_dir: str, seed: int = 0, num_videos: int = 30, num_mcq_videos: 
              clips_per_video: tuple[int, int] = (10, 14), objects_per_video: tuple[int, int] = (2, 3),
              clip_duration: tuple[float, float] = (1.0, 4.0), idle_gap: tuple[float, float] = (0.0, 0.8),
              chunk_len: float = 10.0, fps: int = 15, frame_size: int | tuple[int, int] = 64,
-             num_colours: int = 4, num_shapes: int = 3, num_verbs: int = len(VERBS), object_size: float = 0.18,
+             num_colours: int = 4, num_shapes: int = 3, num_verbs: int = DEFAULT_NUM_VERBS, object_size: float = 0.18,
              workers: int = 1, write_videos: bool = True, progress: bool = False) -> dict:
     """Write the synthetic dataset under ``out_dir``; returns a summary dict (counts, sizes).
 
@@ -372,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="frame size: S or H W (even)")
     parser.add_argument("--num-colours", type=int, default=4, help=f"at most {len(COLOURS)}")
     parser.add_argument("--num-shapes", type=int, default=3, help=f"at most {len(SHAPES)}")
-    parser.add_argument("--num-verbs", type=int, default=len(VERBS), help=f"at most {len(VERBS)}")
+    parser.add_argument("--num-verbs", type=int, default=DEFAULT_NUM_VERBS,
+                        help=f"at most {len(VERBS)}; {len(VERBS)} adds tap/hold and left/right-and-back")
     parser.add_argument("--object-size", type=float, default=0.18, help="object radius / short side")
     parser.add_argument("--workers", type=int, default=1, help="processes encoding videos")
     parser.add_argument("--metadata-only", action="store_true", help="write meta/ only, no videos")
