@@ -1,5 +1,6 @@
 """EK-100 MIR: synthetic set in the real formats, annotation checks, dataset items, the evaluator against the
 metric, and the retrieval task through the engine."""
+import ast
 import os
 import pickle
 import shutil
@@ -21,7 +22,9 @@ from trainer.evaluators.ek100_mir import EK100MIRRetrieval, dual_softmax_similar
 from trainer.tasks.retrieval import model_video_input
 from utils.config import ConfigError, ConfigParser
 from utils.config_files import load_config_file
-from utils.synthetic_downstream import EK100_COLUMNS, generate_ek100
+from utils.synthetic import COLOURS, SHAPES, VERBS, _plan_video, render_frames
+from utils.synthetic_downstream import (EK100_COLUMNS, EK100_VERBS, _config, _ek100_annotations, generate_ek100,
+                                      render_with_places)
 
 RES = 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +55,79 @@ def test_synthetic_files_have_the_real_formats(ek100):
         clips = ann.clips
         rel = ann.relevancy
         assert rel.shape == (len(clips), len(ann.sentences))
-        # JPoSE: R = 1 iff same verb and same nouns; half for one of them
+        nouns = [set(ast.literal_eval(n)) for n in clips["all_noun_classes"]]
+        assert all(int(c) in n for c, n in zip(clips["noun_class"], nouns))
+        # JPoSE: half for the same verb class, half the Jaccard overlap of the noun classes
         for i in range(len(clips)):
             for j, row in enumerate(ann.sentence_rows):
                 same_verb = clips["verb_class"].iat[i] == clips["verb_class"].iat[row]
-                same_noun = clips["noun_class"].iat[i] == clips["noun_class"].iat[row]
-                assert rel[i, j] == pytest.approx(0.5 * same_verb + 0.5 * same_noun)
+                jaccard = len(nouns[i] & nouns[row]) / len(nouns[i] | nouns[row])
+                assert rel[i, j] == pytest.approx(0.5 * same_verb + 0.5 * jaccard)
         assert (rel[ann.sentence_rows, np.arange(len(ann.sentence_rows))] == 1).all()
         for path in ("P01/P01_01.MP4",) if split == "train" else ():
             assert os.path.isfile(os.path.join(ek100["data_dir"], path))
+
+
+def test_synthetic_vocabulary_is_kitchen_style_with_synonyms_and_two_noun_clips(tmp_path):
+    summary = generate_ek100(str(tmp_path), seed=0, num_train_videos=30, num_test_videos=10, write_videos=False)
+    assert summary["train_clips"] >= 200 and summary["test_clips"] >= 60
+    meta = str(tmp_path / "annotations")
+    ann = load_annotations(meta, "train")
+    clips, rel = ann.clips, ann.relevancy
+    pretraining_words = {word for _, phrase in VERBS for word in phrase.split()} | set(SHAPES) | {"#C", "C"}
+    for narration, verb_class, nouns in zip(clips["narration"], clips["verb_class"], clips["all_noun_classes"]):
+        _, phrasings = EK100_VERBS[VERBS[int(verb_class)][0]]
+        assert any(narration.startswith(t.split("{noun}")[0]) for _, t in phrasings)
+        assert not set(narration.split()) & set(SHAPES)
+        assert len(ast.literal_eval(nouns)) == 1 + (" on " in narration or " from " in narration)
+    # no narration is a pretraining phrase, and the key words are new to the pretraining text
+    config = _config(0, 10, 64, (6, 8), (1.6, 3.0))
+    assert not set(clips["narration"]) & {p.format(noun=config.noun_name(n)) for _, p in VERBS
+                                          for n in range(config.num_nouns)}
+    assert set(" ".join(clips["narration"]).split()) - pretraining_words >= {"take", "grab", "plate", "box", "funnel"}
+    # synonyms: a clip has relevance 1 to every distinct sentence of its verb and noun classes
+    classes = [(v, frozenset(ast.literal_eval(n))) for v, n in zip(clips["verb_class"], clips["all_noun_classes"])]
+    exact = [[j for j, r in enumerate(ann.sentence_rows) if classes[r] == c] for c in classes]
+    assert all((rel[i, e] == 1).all() and (rel[i] == 1).sum() == len(e) for i, e in enumerate(exact))
+    assert max(len(e) for e in exact) >= 2
+    # two-noun clips: relevance 0.75 to the single-noun sentence of their verb and first noun
+    two = [i for i, n in enumerate(clips["all_noun_classes"]) if len(ast.literal_eval(n)) == 2]
+    assert len(two) >= 10
+    pairs = [(i, j) for i in two for j, r in enumerate(ann.sentence_rows)
+             if classes[r] == (classes[i][0], {int(clips["noun_class"].iat[i])})]
+    assert pairs and all(rel[i, j] == pytest.approx(0.75) for i, j in pairs)
+    verb_classes = pd.read_csv(tmp_path / "EPIC_100_verb_classes.csv")
+    assert list(verb_classes.columns) == ["id", "key", "instances", "category"]
+    assert verb_classes["key"].iat[5] == "take" and ast.literal_eval(verb_classes["instances"].iat[5]) == [
+        "take", "grab", "pick-up"]
+    assert pd.read_csv(tmp_path / "EPIC_100_noun_classes.csv")["key"].tolist()[:4] == [
+        "plate:red", "box:red", "funnel:red", "plate:green"]
+    # metadata is a pure function of the arguments
+    again = tmp_path / "again"
+    generate_ek100(str(again), seed=0, num_train_videos=30, num_test_videos=10, write_videos=False)
+    for name in ("EPIC_100_retrieval_train.csv", "EPIC_100_retrieval_test_sentence.csv"):
+        assert (tmp_path / "annotations" / name).read_bytes() == (again / "annotations" / name).read_bytes()
+
+
+def test_two_noun_clips_show_the_second_object_during_the_clip_clear_of_the_first():
+    config = _config(0, 10, 64, (6, 8), (1.6, 3.0))
+    frames_with_place = 0
+    for index in range(12):
+        plan = _plan_video(config, index)
+        places = {k: p for k, (*_, p) in enumerate(_ek100_annotations(config, plan, index, 1.0)) if p is not None}
+        spans = {k: range(plan.clips[k].start_frame, plan.clips[k].end_frame) for k in places}
+        for frame, (drawn, plain) in enumerate(zip(render_with_places(plan, config, places),
+                                                   render_frames(plan, config))):
+            inside = [k for k, span in spans.items() if frame in span]
+            if not inside:
+                assert np.array_equal(drawn, plain)
+                continue
+            place = places[inside[0]]
+            assert (drawn[round(place.y), round(place.x)] == COLOURS[place.noun // config.num_shapes][1]).all()
+            shown = (plain != np.array(plan.background)).any(-1)  # the clip's own object is left as it was
+            assert np.array_equal(drawn[shown], plain[shown])
+            frames_with_place += 1
+    assert frames_with_place > 100
 
 
 def test_pre_2020_uid_column_is_rejected_naming_the_file(ek100, tmp_path):
