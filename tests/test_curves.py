@@ -49,7 +49,7 @@ class _Engine:
     """What LearningCurves reads from the engine."""
 
     def __init__(self, run_dir):
-        self.run_dir, self.epoch, self.evaluations = run_dir, 1, 0
+        self.run_dir, self.epoch, self.evaluations, self.global_step = run_dir, 1, 0, 3
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
@@ -66,6 +66,9 @@ def test_learning_curves_drawn_after_epochs_with_an_evaluation_and_at_the_end(tm
     hook.after_epoch(engine)                                   # same evaluation count: not redrawn
     assert png.stat().st_mtime_ns == first
     png.unlink()
+    hook.after_train(engine)                                   # drawn at this step already: not redrawn
+    assert not png.exists()
+    engine.global_step = 4
     hook.after_train(engine)
     assert png.exists()
     engine.writer.close()

@@ -99,3 +99,20 @@ def test_temporal_training_integration(tiny_synthetic, tmp_path):
         assert re.search(rf"^  {tag}\s+step", out, flags=re.M), tag
     temperature = re.search(rf"schedule/temperature\s+step\s+1: ({NUMBER})\s+-> step\s+4: ({NUMBER})", out)
     assert float(temperature.group(1)) == pytest.approx(0.1) and float(temperature.group(2)) < 0.1
+
+
+def test_demo_trains_evaluates_the_final_weights_and_prints_where_the_curves_are(tiny_synthetic, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    overrides = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", f"trainer.save_dir={tmp_path}",
+                 "data_loader.args.batch_size=4", "valid_data_loader.args.batch_size=4"]
+    result = subprocess.run([sys.executable, str(ROOT / "run" / "demo.py"), "--data", str(tiny_synthetic),
+                             *[arg for o in overrides for arg in ("--set", o)]],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    inter, intra = map(float, re.search(rf"inter-video\s+({NUMBER}) %\s+intra-video\s+({NUMBER}) %",
+                                        result.stdout).groups())
+    curves = Path(re.search(r"learning curves: (\S+)", result.stdout).group(1))
+    assert curves.is_file() and curves.parent.parent.parent == tmp_path
+    saved = json.loads((curves.parent / "egomcq_results.json").read_text())
+    assert (inter, intra) == (round(saved["inter_video_acc"], 1), round(saved["intra_video_acc"], 1))
+    assert "chance: 20.0 %" in result.stdout and f"--resume {curves.parent / 'latest.pth'}" in result.stdout

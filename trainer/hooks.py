@@ -61,7 +61,7 @@ class Evaluate(Hook):
     """Evaluates the task's validation loaders on a schedule and keeps ``model_best.pth`` by a metric.
 
     Args:
-        every_epochs: evaluate after every N-th epoch (ignored when ``exponential_base`` is set).
+        every_epochs: evaluate after every N-th epoch and the last (ignored when ``exponential_base`` is set).
         exponential_base: evaluate after epochs ``⌊base^k⌋``, the first and the last.
         at_start: also evaluate before the first training step.
         monitor: ``"max <metric>"`` / ``"min <metric>"`` for ``model_best.pth``, or ``"off"``.
@@ -85,7 +85,7 @@ class Evaluate(Hook):
     def due(self, epoch: int, last_epoch: int) -> bool:
         if self.exponential_base is not None:
             return epoch in exponential_epochs(self.exponential_base, last_epoch)
-        return epoch % self.every_epochs == 0
+        return epoch % self.every_epochs == 0 or epoch == last_epoch
 
     def before_train(self, engine) -> None:
         if not engine.task.loaders(self.split):
@@ -204,9 +204,10 @@ class LearningCurves(Hook):
     def __init__(self, every_epochs: Annotated[int, Bounds(1)] | None = None):
         self.every_epochs = every_epochs
         self._evaluations_drawn = 0
+        self._step_drawn = -1
 
     def _draw(self, engine) -> None:
-        self._evaluations_drawn = engine.evaluations
+        self._evaluations_drawn, self._step_drawn = engine.evaluations, engine.global_step
         if engine.writer is None:
             return
         engine.writer.flush()
@@ -224,7 +225,8 @@ class LearningCurves(Hook):
             self._draw(engine)
 
     def after_train(self, engine) -> None:
-        self._draw(engine)
+        if engine.global_step != self._step_drawn:  # not drawn already after the last epoch
+            self._draw(engine)
 
 
 def hook_keys(hooks) -> list[str]:

@@ -18,7 +18,7 @@ class TrainerOptions:
     save_period: Positive = 1             # keep checkpoint-epoch{N}.pth every N epochs (latest.pth always)
     monitor: str = "max intra_video_acc"  # "<max|min> <metric>" for model_best.pth, or "off"
     init_val: bool = False                # validate before the first epoch
-    val_every: Positive = 1               # validate every N epochs
+    val_every: Positive = 1               # validate every N epochs and after the last
     log_every: Positive = 10              # TensorBoard scalars every N steps
     max_steps_per_epoch: Annotated[Optional[int], Bounds(1)] = None  # None: the whole loader
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
