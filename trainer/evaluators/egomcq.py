@@ -44,12 +44,12 @@ class EgoMCQEvaluator:
         self.counts[key] = self.counts.get(key, 0) + counts
 
     def process(self, batch, outputs) -> None:
-        texts = batch["text"]
+        group_rows = {group: torch.tensor([bool(pattern.search(text)) for text in batch["text"]])
+                      for group, pattern in self.query_groups.items()}
         for prefix, video_embeds in outputs["video"].items():
             scores = choice_scores(outputs["text"], video_embeds).cpu()
             self._add(prefix, egomcq_counts(scores, batch["correct"], batch["type"]))
-            for group, pattern in self.query_groups.items():
-                rows = torch.tensor([bool(pattern.search(text)) for text in texts])
+            for group, rows in group_rows.items():
                 self._add(f"{group}/{prefix}", egomcq_counts(scores[rows], batch["correct"][rows],
                                                              batch["type"][rows]))
 
