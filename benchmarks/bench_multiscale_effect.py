@@ -19,12 +19,14 @@ clip's halves tells them apart) besides the ten demo verbs. The questions come f
 final weights are scored (no checkpoint is chosen on them). Intra-video accuracy is also reported on the
 questions whose query is a fine-temporal verb (``fine/``) or a long-range-order verb (``order/``).
 
-Each run is a subprocess (``--jobs`` at a time, one thread each) whose result is kept in ``--work``, so an
-interrupted benchmark resumes where it stopped. Writes benchmarks/results/multiscale_effect.json (every run,
-mean ± std per recipe, Welch's t-test of (a) against each other recipe) and multiscale_effect.png.
+Each run is a subprocess (``--jobs`` at a time, one thread each) whose result is kept in ``--work`` under a hash of
+its config, so an interrupted benchmark resumes where it stopped and a changed recipe is run again. Writes
+benchmarks/results/multiscale_effect.json (every run, mean ± std per recipe, Welch's t-test of (a) against each
+other recipe) and multiscale_effect.png.
 """
 import argparse
 import copy
+import hashlib
 import json
 import os
 import statistics
@@ -72,6 +74,12 @@ def recipe_config(recipe: str, data: str, seed: int, epochs: int, save_dir: str)
     return config
 
 
+def config_fingerprint(recipe: str, data: str, seed: int, epochs: int) -> str:
+    """8 hex digits of the run's config: a kept result is reused only while its recipe is unchanged."""
+    config = recipe_config(recipe, data, seed, epochs, save_dir="")
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def run_one(recipe: str, seed: int, epochs: int, data: str, work: str, out: str) -> None:
     """Train one recipe with one seed (in this process) and write its final metrics to ``out``."""
     import torch
@@ -95,7 +103,8 @@ def run_all(recipes, seeds, epochs, data, work, jobs) -> list[dict]:
     pending, results, running = [], [], []
     for recipe in recipes:
         for seed in seeds:
-            out = os.path.join(work, f"{recipe}_seed{seed}_epochs{epochs}.json")
+            fingerprint = config_fingerprint(recipe, data, seed, epochs)
+            out = os.path.join(work, f"{recipe}_seed{seed}_epochs{epochs}_{fingerprint}.json")
             if os.path.exists(out):
                 print(f"{recipe} seed {seed}: done before ({out})", flush=True)
             else:
