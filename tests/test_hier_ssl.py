@@ -215,14 +215,16 @@ def test_multiview_accuracy_counts_each_video_once():
         multiview_accuracy(log_probs, torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]))
 
 
-def test_fifty_steps_lower_the_prediction_loss():
+def test_a_hundred_steps_halve_the_prediction_loss():
+    # The loss plateaus near half its start from step ~20 to ~50 (ratio 0.50 at 50 steps, which CPUs rounding
+    # differently put on either side of 0.5) and falls to ~0.26 of its start by step 100.
     model = encoder()
     objective = objective_for(model, loss="mse", directions=["up", "down"])
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.Adam(params, lr=3e-3)
     video = torch.randn(8, 8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     losses = []
-    for _ in range(50):
+    for _ in range(100):
         loss, _ = objective(model(video), model.active, model.clips)
         optimizer.zero_grad()
         loss.backward()
